@@ -1,0 +1,54 @@
+"""The `qie-bench` command. Each subcommand lives in its own module with `register(subparsers)`.
+
+Exit codes: 0 success (or gate pass), 1 gate regression, 2 bad input / not comparable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .errors import UserInputError
+
+# Modules that each add one subcommand; adding a command means adding its module here.
+COMMAND_MODULES = (
+    "qie_bench.commands.run",
+    "qie_bench.commands.cases",
+    "qie_bench.commands.env",
+    "qie_bench.metrics.cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="qie-bench",
+        description="Benchmark and gate compressed Qwen-Image-Edit-2509 variants: latency, VRAM, OOM rate, quality.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as err:  # a command still being built elsewhere
+            if err.name != name:
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except UserInputError as err:
+        print(f"qie-bench: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("qie-bench: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
