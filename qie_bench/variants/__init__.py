@@ -1,0 +1,5 @@
+"""Compression variants. To add one: a module here with one `Variant` subclass decorated with
+`@VARIANTS.register`, and its import below."""
+
+from .base import VARIANTS, Variant, VariantOptions, VariantReport  # noqa: F401
+from . import dtype  # noqa: F401,E402  (registers "dtype")

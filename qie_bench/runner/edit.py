@@ -1,0 +1,144 @@
+"""One timed edit: the pipeline's real `__call__`, with device-synchronised wall time, per-step
+times from the step callback, memory peaks, and checks of the output (finite, not constant)."""
+
+from __future__ import annotations
+
+import gc
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..models import LoadedModel
+from ..suite import GenerationConfig
+from .memory import MemoryPeaks, MemorySampler, Nvml
+
+# What counts as running out of memory. torch raises OutOfMemoryError for CUDA; the CPU
+# allocator raises a RuntimeError with one of these phrases, or Python a MemoryError.
+_CPU_OOM_PHRASES = ("can't allocate memory", "not enough memory", "DefaultCPUAllocator")
+
+
+def is_oom(err: BaseException) -> bool:
+    if isinstance(err, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    return isinstance(err, RuntimeError) and any(p in str(err) for p in _CPU_OOM_PHRASES)
+
+
+@dataclass
+class EditResult:
+    image: Image.Image
+    latency_s: float
+    encode_s: float | None
+    denoise_s: float | None
+    decode_s: float | None
+    step_s: list[float]
+    memory: MemoryPeaks
+    output_finite: bool
+    output_constant: bool
+    width: int
+    height: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def to_pil(array: np.ndarray) -> Image.Image:
+    """float HxWx3 in [0, 1] -> 8-bit RGB, as diffusers' numpy_to_pil does (round, not floor)."""
+    clean = np.nan_to_num(array, nan=0.0, posinf=1.0, neginf=0.0)
+    return Image.fromarray((clean * 255).round().clip(0, 255).astype("uint8"))
+
+
+def run_edit(
+    loaded: LoadedModel,
+    images: list[Image.Image],
+    instruction: str,
+    gen: GenerationConfig,
+    seed: int,
+    nvml: Nvml,
+    nvml_period_s: float,
+    on_step: Any = None,
+) -> EditResult:
+    """Run one edit and measure it. Raises what the pipeline raises (the caller classifies OOM)."""
+    pipe, device = loaded.pipe, loaded.device
+    step_ends: list[float] = []
+    denoise_start: list[float] = []
+
+    def first_forward(_module: Any, _args: Any) -> None:
+        if not denoise_start:
+            _sync(device)
+            denoise_start.append(time.perf_counter())
+
+    def step_callback(_pipe: Any, step: int, _t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        _sync(device)
+        step_ends.append(time.perf_counter())
+        if on_step is not None:
+            on_step(step)
+        return kwargs
+
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    hook = pipe.transformer.register_forward_pre_hook(first_forward)
+    kwargs: dict[str, Any] = dict(
+        image=images if len(images) > 1 else images[0],
+        prompt=instruction,
+        num_inference_steps=gen.steps,
+        true_cfg_scale=gen.true_cfg_scale,
+        generator=generator,
+        output_type="np",
+        callback_on_step_end=step_callback,
+    )
+    if gen.true_cfg_scale > 1:
+        kwargs["negative_prompt"] = gen.negative_prompt
+    if gen.width is not None:
+        kwargs["width"] = gen.width
+    if gen.height is not None:
+        kwargs["height"] = gen.height
+    try:
+        with MemorySampler(nvml, device, nvml_period_s) as sampler, loaded.call_context(), torch.inference_mode():
+            _sync(device)
+            t0 = time.perf_counter()
+            out = pipe(**kwargs).images
+            _sync(device)
+            t1 = time.perf_counter()
+    finally:
+        hook.remove()
+    array = np.asarray(out[0], dtype=np.float32)
+    finite = bool(np.isfinite(array).all())
+    constant = bool(finite and float(array.std()) == 0.0)
+    steps = [b - a for a, b in zip([denoise_start[0], *step_ends[:-1]], step_ends)] if denoise_start and step_ends else []
+    image = to_pil(array)
+    return EditResult(
+        image=image,
+        latency_s=t1 - t0,
+        encode_s=(denoise_start[0] - t0) if denoise_start else None,
+        denoise_s=(step_ends[-1] - denoise_start[0]) if denoise_start and step_ends else None,
+        decode_s=(t1 - step_ends[-1]) if step_ends else None,
+        step_s=steps,
+        memory=sampler.peaks,
+        output_finite=finite,
+        output_constant=constant,
+        width=image.width,
+        height=image.height,
+    )
+
+
+def release_memory(device: torch.device) -> None:
+    """After an OOM: drop what the failed call held so the next case starts clean."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def device_usable(device: torch.device) -> bool:
+    """Can this process still allocate and compute on its device after a failure?"""
+    try:
+        x = torch.ones(1024, device=device)
+        float((x * 2).sum())
+        return True
+    except Exception:
+        return False

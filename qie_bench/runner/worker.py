@@ -1,0 +1,250 @@
+"""The child process that runs one variant: build it, then measure the items it is given.
+
+Started by the orchestrator as ``python -m qie_bench.runner.worker SPEC.json``. It talks back
+through a pipe (file descriptor in the spec) in JSON lines — ``built``, ``start``, ``record``,
+``fatal`` — so the parent gets structured records, never a traceback to parse. Only the parent
+writes result files; the worker writes output images (atomically) and nothing else.
+
+Test hook: ``QIE_BENCH_FAULTS`` (a JSON list of ``{"variant", "case", "fault"}``) injects a
+fault in the middle of that case's edit: ``oom`` (raises torch.OutOfMemoryError), ``error``,
+``exit`` (os._exit), ``segfault`` (a real SIGSEGV through ctypes), ``hang`` (sleeps forever).
+``case = "@build"`` injects it while building. It exists so the runner's failure paths are
+tested for real; nothing in a suite file can set it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import io
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+# Exit code meaning "this process can no longer compute (e.g. CUDA state broken after an OOM);
+# start a fresh one for the remaining items". Not an error of the item in flight.
+EXIT_RESTART = 75
+
+
+class Events:
+    def __init__(self, fd: int) -> None:
+        self._f = os.fdopen(fd, "w", buffering=1, encoding="utf-8")
+
+    def send(self, kind: str, **payload: Any) -> None:
+        from ..results import json_safe
+
+        self._f.write(json.dumps(json_safe({"type": kind, **payload}), allow_nan=False) + "\n")
+        self._f.flush()
+
+
+def _faults(variant: str) -> dict[str, str]:
+    raw = os.environ.get("QIE_BENCH_FAULTS")
+    if not raw:
+        return {}
+    return {f["case"]: f["fault"] for f in json.loads(raw) if f.get("variant") in (variant, "*")}
+
+
+def _trigger(fault: str) -> None:
+    import torch
+
+    if fault == "oom":
+        # Hold real memory while failing, as a real OOM would.
+        _hold = torch.empty(64 * 2**20, dtype=torch.uint8)  # noqa: F841
+        raise torch.OutOfMemoryError("injected fault: out of memory (QIE_BENCH_FAULTS)")
+    if fault == "error":
+        raise RuntimeError("injected fault: error (QIE_BENCH_FAULTS)")
+    if fault == "exit":
+        sys.stderr.write("injected fault: os._exit(3)\n")
+        sys.stderr.flush()
+        os._exit(3)
+    if fault == "segfault":
+        sys.stderr.write("injected fault: segfault\n")
+        sys.stderr.flush()
+        ctypes.string_at(0)
+    if fault == "hang":
+        while True:
+            time.sleep(3600)
+    raise ValueError(f"unknown injected fault '{fault}'")
+
+
+def _png_bytes(image: Any) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
+
+
+def main(spec_path: str) -> int:
+    spec = json.loads(Path(spec_path).read_text())
+    events = Events(spec["event_fd"])
+    variant_name: str = spec["variant"]
+    faults = _faults(variant_name)
+    t_start = time.perf_counter()
+    try:
+        import torch
+
+        from ..cases import load_case_set
+        from ..models import load_model, pipeline_weight_bytes
+        from ..suite import load_suite, parse_bytes
+        from ..variants import VARIANTS
+        from .edit import device_usable, is_oom, release_memory, run_edit
+        from .memory import Nvml
+
+        suite = load_suite(spec["suite"])
+        case_set = load_case_set(suite.case_set_dir(), max_image_pixels=suite.cases.max_image_pixels)
+        cases = {c.id: c for c in case_set.cases}
+        entry = suite.variant(variant_name)
+        variant = VARIANTS.validate_entry(entry, f"variants ('{variant_name}')")
+        torch.manual_seed(0)
+        torch.use_deterministic_algorithms(False)
+        if faults.get("@build"):
+            _trigger(faults["@build"])
+        loaded = load_model(suite.model, variant.load_plan(suite.model.source))
+        report = variant.apply(loaded)
+        nvml = Nvml(loaded.device.index or 0, enabled=loaded.device.type == "cuda")
+        budget = suite.measurement.memory_budget
+        budget_info: dict[str, Any] = {}
+        if budget:
+            budget_bytes = parse_bytes(budget)
+            if loaded.device.type != "cuda":
+                raise RuntimeError("measurement.memory_budget needs a CUDA device (it caps the torch allocator)")
+            total = torch.cuda.get_device_properties(loaded.device).total_memory
+            torch.cuda.set_per_process_memory_fraction(min(1.0, budget_bytes / total), loaded.device)
+            budget_info = {"memory_budget_bytes": budget_bytes, "device_total_bytes": total}
+        weights = pipeline_weight_bytes(loaded.pipe)
+        if loaded.device.type == "cuda":
+            torch.cuda.synchronize(loaded.device)
+        scorer = _make_scorer(suite)
+        built = {
+            "variant": variant_name,
+            "kind": entry.kind,
+            "options": entry.options,
+            "build_s": time.perf_counter() - t_start,
+            "weights_bytes": sum(c["weights_bytes"] for c in weights.values()),
+            "params": sum(c["params"] for c in weights.values()),
+            "components": weights,
+            "changes": report.changes,
+            "generation_overrides": report.generation_overrides,
+            "device": str(loaded.device),
+            "model_identity": loaded.identity,
+            "weights_description": loaded.weights_description,
+            "cuda_context_bytes": _cuda_context_bytes(nvml, loaded.device),
+            "metric_weights": getattr(scorer, "weights_kind", None),
+            "metric_descriptions": scorer.describe() if scorer else {},
+            **budget_info,
+        }
+        events.send("built", info=built)
+    except Exception as err:  # the variant cannot be built: every item of it fails alike
+        from ..errors import UserInputError
+
+        events.send("fatal", error=f"{type(err).__name__}: {err}", user_error=isinstance(err, UserInputError),
+                    traceback=traceback.format_exc(limit=20))
+        return 1
+
+    gen = suite.generation
+    if report.generation_overrides:
+        gen = gen.model_copy(update=report.generation_overrides)
+    out_dir = Path(spec["out_dir"])
+    baseline = spec.get("baseline_variant")
+    for case_id, repeat in spec["items"]:
+        case = cases[case_id]
+        key = f"{variant_name}/{case_id}/{repeat}"
+        events.send("start", key=key)
+        seed = case.seed(gen.seed) if gen.seed_policy == "case-id" else gen.seed
+        record: dict[str, Any] = {"seed": seed}
+        fault = faults.get(case_id)
+        try:
+            images = case.load_images()
+
+            def on_step(step: int, _fault: str | None = fault) -> None:
+                if _fault and step == 0:
+                    _trigger(_fault)
+
+            if repeat == 0:
+                for _ in range(suite.measurement.warmup_runs):
+                    run_edit(loaded, images, case.instruction, gen, seed, nvml, suite.measurement.nvml_period_s)
+            result = run_edit(loaded, images, case.instruction, gen, seed, nvml, suite.measurement.nvml_period_s, on_step)
+            record.update(
+                status="OK",
+                latency_s=result.latency_s,
+                encode_s=result.encode_s,
+                denoise_s=result.denoise_s,
+                decode_s=result.decode_s,
+                step_s=result.step_s,
+                steps=gen.steps,
+                true_cfg=gen.true_cfg_scale > 1,
+                output_width=result.width,
+                output_height=result.height,
+                output_finite=result.output_finite,
+                output_constant=result.output_constant,
+                **result.memory.as_record(),
+            )
+            png = _png_bytes(result.image)
+            record["output_sha256"] = "sha256:" + hashlib.sha256(png).hexdigest()
+            if repeat == 0:
+                from ..results import atomic_write_bytes
+
+                rel = Path("images") / variant_name / f"{case_id}.png"
+                atomic_write_bytes(out_dir / rel, png)
+                record["output_path"] = str(rel)
+                if scorer is not None:
+                    record["metrics"] = _score(scorer, case, images, result.image, out_dir, baseline, variant_name)
+        except Exception as err:
+            oom = is_oom(err)
+            record.update(status="OOM" if oom else "ERROR", error=f"{type(err).__name__}: {str(err)[:2000]}")
+            if not oom:
+                record["traceback"] = traceback.format_exc(limit=8)
+            release_memory(loaded.device)
+            events.send("record", key=key, record=record)
+            if oom and not device_usable(loaded.device):
+                return EXIT_RESTART
+            continue
+        events.send("record", key=key, record=record)
+    return 0
+
+
+def _cuda_context_bytes(nvml: Any, device: Any) -> int | None:
+    """NVML's per-process figure minus what the allocator reserved: the CUDA context and
+    libraries' own memory (cuBLAS workspaces and the like), which no allocator counter sees."""
+    if device.type != "cuda" or not nvml.available:
+        return None
+    import torch
+
+    mine = nvml.process_used(os.getpid())
+    if mine is None:
+        return None
+    return mine - int(torch.cuda.memory_reserved(device))
+
+
+def _make_scorer(suite: Any) -> Any:
+    try:
+        from ..metrics.scorer import Scorer
+    except ImportError:
+        return None
+    cfg = suite.metrics
+    if cfg is None or not getattr(cfg, "names", ()):
+        return None
+    return Scorer(cfg)
+
+
+def _score(scorer: Any, case: Any, images: list, output: Any, out_dir: Path, baseline: str | None, variant: str) -> dict:
+    from PIL import Image
+
+    from ..metrics.scorer import ScoreInputs
+
+    baseline_output = None
+    if baseline and baseline != variant:
+        path = out_dir / "images" / baseline / f"{case.id}.png"
+        if path.exists():
+            with Image.open(path) as im:
+                baseline_output = im.convert("RGB")
+    inputs = ScoreInputs(output=output, source=images[0], baseline_output=baseline_output,
+                         mask=case.load_mask(), caption=case.target_caption)
+    return scorer.score(inputs)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

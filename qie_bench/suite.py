@@ -1,0 +1,278 @@
+"""Suite files: TOML in `suites/`, read once into frozen, typed configs.
+
+A suite names the model, the case set, the variants to compare and how to generate and measure.
+Everything is validated here, at the edge: an unknown key, a wrong type or a value out of range
+is a one-line `UserInputError` naming the file and the key (with "did you mean …" for typos),
+so nothing untyped travels into the runner.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import UserInputError, did_you_mean
+
+SUITE_SCHEMA_VERSION = 1
+
+_BYTES_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+
+
+def parse_bytes(text: str) -> int:
+    """'12GiB' -> 12884901888. Accepts B, KB/MB/GB (decimal) and KiB/MiB/GiB (binary)."""
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]+)\s*", text)
+    if not m or m.group(2).upper() not in _BYTES_UNITS:
+        raise ValueError(f"'{text}' is not a size; write e.g. '12GiB', '8GB' or '512MiB'")
+    return int(float(m.group(1)) * _BYTES_UNITS[m.group(2).upper()])
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TinyProfile(_Section):
+    """Settings of the `tiny` model source that the real model never uses.
+
+    diffusers 0.42 VAE-encodes every reference image at about 1 megapixel whatever the output
+    size (`VAE_IMAGE_SIZE`) and gives the VL text encoder 384x384 condition images
+    (`CONDITION_IMAGE_SIZE`). A toy VAE still costs tens of seconds per megapixel on a small CPU,
+    so the tiny profile sets both areas; runs from real weights always use the pipeline's own.
+    """
+
+    reference_area: int = Field(128 * 128, ge=32 * 32, le=1024 * 1024, description="pixels each reference image is VAE-encoded at")
+    condition_area: int = Field(56 * 56, ge=28 * 28, le=384 * 384, description="pixels of each image given to the VL text encoder")
+    transformer_layers: int = Field(2, ge=1, le=8)
+    vae_base_dim: int = Field(8, ge=4, le=96)
+
+
+class ModelConfig(_Section):
+    source: Literal["tiny", "random-full", "pretrained"] = "tiny"
+    id: str | None = Field(None, description="Hugging Face id or local directory (source = 'pretrained')")
+    revision: str | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    init_seed: int = Field(0, ge=0, description="seed of the random weights (tiny, random-full)")
+    tiny: TinyProfile = TinyProfile()
+
+    @model_validator(mode="after")
+    def _source_needs(self) -> ModelConfig:
+        if self.source == "pretrained" and not self.id:
+            raise ValueError("source = 'pretrained' needs id = a Hugging Face id or a local directory")
+        if self.source != "pretrained" and self.id:
+            raise ValueError(f"id is only read when source = 'pretrained' (source is '{self.source}')")
+        return self
+
+
+class CasesConfig(_Section):
+    path: str = Field(description="case-set folder, relative to the suite file")
+    select: tuple[str, ...] = Field((), description="case ids or categories to keep (empty = all)")
+    max_image_pixels: int = Field(4096 * 4096, ge=64 * 64)
+
+
+class GenerationConfig(_Section):
+    steps: int = Field(40, ge=1, le=500)
+    true_cfg_scale: float = Field(4.0, ge=0.0, le=50.0)
+    negative_prompt: str = " "
+    width: int | None = Field(None, ge=16, le=4096, description="output width; unset = the pipeline's ~1 MP default")
+    height: int | None = Field(None, ge=16, le=4096)
+    seed_policy: Literal["case-id", "fixed"] = "case-id"
+    seed: int = Field(0, ge=0)
+
+    @field_validator("width", "height")
+    @classmethod
+    def _multiple_of_16(cls, v: int | None) -> int | None:
+        # The pipeline silently rounds down to a multiple of 16 (VAE x8, 2x2 patches); refusing
+        # keeps the recorded size equal to the generated one.
+        if v is not None and v % 16:
+            raise ValueError(f"must be a multiple of 16 (nearest: {v // 16 * 16} or {v // 16 * 16 + 16})")
+        return v
+
+
+class MeasurementConfig(_Section):
+    warmup_runs: int = Field(1, ge=0, le=20, description="untimed edits before each case's timed repeats")
+    repeats: int = Field(3, ge=1, le=100)
+    nvml_period_s: float = Field(0.01, gt=0.0, le=1.0)
+    case_timeout_s: float = Field(900.0, gt=0.0)
+    build_timeout_s: float = Field(3600.0, gt=0.0)
+    memory_budget: str | None = Field(None, description="emulate a smaller device, e.g. '12GiB'")
+    max_child_restarts: int = Field(3, ge=0, le=100)
+
+    @field_validator("memory_budget")
+    @classmethod
+    def _budget(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_bytes(v)
+        return v
+
+
+class VariantEntry(_Section):
+    """One `[[variants]]` table. `kind` picks the registered class whose own config reads `options`."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$", max_length=64)
+    kind: str
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class MetricsSection(_Section):
+    """Placeholder read when `qie_bench.metrics.config` is absent; replaced by MetricsConfig."""
+
+    names: tuple[str, ...] = ()
+
+
+def _metrics_config_class() -> type[BaseModel]:
+    try:
+        from .metrics.config import MetricsConfig
+    except ImportError:
+        return MetricsSection
+    return MetricsConfig
+
+
+class Suite(BaseModel):
+    """A whole suite file. `path` is where it was read from (not part of the TOML)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+    schema_version: Literal[1] = 1
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)
+    description: str = ""
+    baseline_variant: str | None = Field(None, description="variant whose outputs are the fidelity reference")
+    model: ModelConfig = ModelConfig()
+    cases: CasesConfig
+    generation: GenerationConfig = GenerationConfig()
+    measurement: MeasurementConfig = MeasurementConfig()
+    variants: tuple[VariantEntry, ...] = Field(min_length=1)
+    metrics: Any = None
+    gates: dict[str, Any] = {}
+
+    path: Path | None = None
+
+    def case_set_dir(self) -> Path:
+        base = self.path.parent if self.path else Path.cwd()
+        return (base / self.cases.path).resolve()
+
+    def variant(self, name: str) -> VariantEntry:
+        for v in self.variants:
+            if v.name == name:
+                return v
+        raise KeyError(name)
+
+    def fingerprint(self) -> str:
+        """sha256 of the canonical suite content (not its path or formatting)."""
+        blob = json.dumps(self.model_dump(mode="json", exclude={"path"}), sort_keys=True, ensure_ascii=False)
+        return "sha256:" + hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Field names accepted at `loc` (the parent of the offending key), for did-you-mean hints."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        args = getattr(ann, "__args__", ())
+        candidates = [ann, *args]
+        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if current is None:
+            return []
+    return list(getattr(current, "model_fields", {}))
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _describe_error(err: dict[str, Any], model: type[BaseModel], raw: dict[str, Any]) -> tuple[str, str, str | None]:
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    key = _format_loc(loc)
+    # Name the variant by its `name`, not only by index: "variants[2] ('nf4-all')".
+    if loc and loc[0] == "variants" and len(loc) > 1 and isinstance(loc[1], int):
+        try:
+            key = key.replace(f"variants[{loc[1]}]", f"variants[{loc[1]}] ('{raw['variants'][loc[1]]['name']}')", 1)
+        except (KeyError, IndexError, TypeError):
+            pass
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        hint = did_you_mean(str(loc[-1]), _allowed_keys(model, loc[:-1]))
+        allowed = ", ".join(_allowed_keys(model, loc[:-1]))
+        return key, "unknown key", hint or (f"allowed keys: {allowed}" if allowed else None)
+    if kind == "missing":
+        return key, "missing required key", None
+    if kind == "literal_error":
+        expected = err.get("ctx", {}).get("expected", "")
+        got = err.get("input")
+        hint = did_you_mean(str(got), re.findall(r"'([^']*)'", expected))
+        return key, f"'{got}' is not allowed", (hint + " " if hint else "") + f"allowed: {expected}"
+    msg = err["msg"].removeprefix("Value error, ")
+    return key, msg[0].lower() + msg[1:] if msg else msg, None
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise UserInputError(str(path), "suite file not found", "check the path; suites live in suites/") from None
+    except IsADirectoryError:
+        raise UserInputError(str(path), "is a directory, not a suite file", "pass a .toml file") from None
+    except OSError as err:
+        raise UserInputError(str(path), f"cannot read: {err.strerror}") from None
+    try:
+        return tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise UserInputError(str(path), "is not UTF-8 text", "save the suite as UTF-8 TOML") from None
+    except tomllib.TOMLDecodeError as err:
+        raise UserInputError(str(path), f"malformed TOML: {err}", "fix the syntax at that line") from None
+
+
+def load_suite(path: str | Path) -> Suite:
+    """Read and validate a suite file, including each variant's own options. Raises UserInputError."""
+    path = Path(path)
+    raw = read_toml(path)
+    metrics_cls = _metrics_config_class()
+    if not isinstance(raw.get("metrics", {}), dict):
+        raise UserInputError(f"{path}: metrics", "must be a table", "write [metrics] with keys under it")
+    for model, data, prefix in ((Suite, {**raw, "path": None}, ""), (metrics_cls, raw.get("metrics", {}), "metrics.")):
+        try:
+            validated = model.model_validate(data)
+        except ValidationError as err:
+            errors = err.errors()
+            key, problem, fix = _describe_error(errors[0], model, raw)
+            more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+            raise UserInputError(f"{path}: {prefix}{key}", problem + more, fix) from None
+        if model is Suite:
+            suite = validated
+        else:
+            metrics = validated
+    suite = suite.model_copy(update={"path": path.resolve(), "metrics": metrics})
+    _check_variants(suite, path)
+    return suite
+
+
+def _check_variants(suite: Suite, path: Path) -> None:
+    from .variants import VARIANTS  # late import: the registry imports torch-heavy modules lazily
+
+    names = [v.name for v in suite.variants]
+    for i, entry in enumerate(suite.variants):
+        where = f"{path}: variants[{i}] ('{entry.name}')"
+        if names.count(entry.name) > 1:
+            raise UserInputError(where + ".name", f"duplicate variant name '{entry.name}'", "give each variant its own name")
+        VARIANTS.validate_entry(entry, where)
+    if suite.baseline_variant is not None and suite.baseline_variant not in names:
+        raise UserInputError(
+            f"{path}: baseline_variant",
+            f"no variant named '{suite.baseline_variant}'",
+            did_you_mean(suite.baseline_variant, names) or f"variants are: {', '.join(names)}",
+        )
