@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import UserInputError, did_you_mean
+from .validation import describe_validation_error
 
 SUITE_SCHEMA_VERSION = 1
 
@@ -125,6 +126,7 @@ class VariantEntry(_Section):
 class MetricsSection(_Section):
     """Placeholder read when `qie_bench.metrics.config` is absent; replaced by MetricsConfig."""
 
+    model_config = ConfigDict(extra="allow", frozen=True)
     names: tuple[str, ...] = ()
 
 
@@ -170,56 +172,6 @@ class Suite(BaseModel):
         return "sha256:" + hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    """Field names accepted at `loc` (the parent of the offending key), for did-you-mean hints."""
-    current: Any = model
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        field = getattr(current, "model_fields", {}).get(part)
-        if field is None:
-            return []
-        ann = field.annotation
-        args = getattr(ann, "__args__", ())
-        candidates = [ann, *args]
-        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
-        if current is None:
-            return []
-    return list(getattr(current, "model_fields", {}))
-
-
-def _format_loc(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
-
-
-def _describe_error(err: dict[str, Any], model: type[BaseModel], raw: dict[str, Any]) -> tuple[str, str, str | None]:
-    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-    key = _format_loc(loc)
-    # Name the variant by its `name`, not only by index: "variants[2] ('nf4-all')".
-    if loc and loc[0] == "variants" and len(loc) > 1 and isinstance(loc[1], int):
-        try:
-            key = key.replace(f"variants[{loc[1]}]", f"variants[{loc[1]}] ('{raw['variants'][loc[1]]['name']}')", 1)
-        except (KeyError, IndexError, TypeError):
-            pass
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        hint = did_you_mean(str(loc[-1]), _allowed_keys(model, loc[:-1]))
-        allowed = ", ".join(_allowed_keys(model, loc[:-1]))
-        return key, "unknown key", hint or (f"allowed keys: {allowed}" if allowed else None)
-    if kind == "missing":
-        return key, "missing required key", None
-    if kind == "literal_error":
-        expected = err.get("ctx", {}).get("expected", "")
-        got = err.get("input")
-        hint = did_you_mean(str(got), re.findall(r"'([^']*)'", expected))
-        return key, f"'{got}' is not allowed", (hint + " " if hint else "") + f"allowed: {expected}"
-    msg = err["msg"].removeprefix("Value error, ")
-    return key, msg[0].lower() + msg[1:] if msg else msg, None
-
-
 def read_toml(path: Path) -> dict[str, Any]:
     try:
         data = path.read_bytes()
@@ -249,7 +201,7 @@ def load_suite(path: str | Path) -> Suite:
             validated = model.model_validate(data)
         except ValidationError as err:
             errors = err.errors()
-            key, problem, fix = _describe_error(errors[0], model, raw)
+            key, problem, fix = describe_validation_error(errors[0], model, raw)
             more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
             raise UserInputError(f"{path}: {prefix}{key}", problem + more, fix) from None
         if model is Suite:
@@ -267,7 +219,7 @@ def _check_variants(suite: Suite, path: Path) -> None:
     names = [v.name for v in suite.variants]
     for i, entry in enumerate(suite.variants):
         where = f"{path}: variants[{i}] ('{entry.name}')"
-        if names.count(entry.name) > 1:
+        if entry.name in names[:i]:
             raise UserInputError(where + ".name", f"duplicate variant name '{entry.name}'", "give each variant its own name")
         VARIANTS.validate_entry(entry, where)
     if suite.baseline_variant is not None and suite.baseline_variant not in names:

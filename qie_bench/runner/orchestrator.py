@@ -413,6 +413,7 @@ def build_summary(out: Path, plan: RunPlan, build_info: dict[str, dict[str, Any]
             "suite": run["suite"],
             "case_set": run["case_set"],
         },
+        "gates": plan.suite.gates,
         "generation": plan.suite.generation.model_dump(),
         "measurement": plan.suite.measurement.model_dump(),
         "variants": variants,

@@ -16,6 +16,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..errors import UserInputError, did_you_mean
+from ..validation import describe_validation_error
 
 DTYPES = {
     "fp32": torch.float32,
@@ -88,14 +89,10 @@ class VariantRegistry:
         try:
             options = cls.Options.model_validate(entry.options)
         except ValidationError as err:
-            e = err.errors()[0]
-            key = ".".join(str(p) for p in e["loc"])
-            if e["type"] == "extra_forbidden":
-                hint = did_you_mean(str(e["loc"][-1]), cls.Options.model_fields)
-                allowed = ", ".join(k for k in cls.Options.model_fields) or "none"
-                raise UserInputError(f"{where}.{key}", f"unknown option for kind '{entry.kind}'", hint or f"allowed: {allowed}") from None
-            msg = e["msg"].removeprefix("Value error, ")
-            raise UserInputError(f"{where}.{key}", msg) from None
+            key, problem, fix = describe_validation_error(err.errors()[0], cls.Options)
+            if problem == "unknown key":
+                problem = f"unknown option for kind '{entry.kind}'"
+            raise UserInputError(f"{where}.{key}", problem, fix) from None
         return cls(entry.name, options)
 
 
