@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """Generate the `edit-v1` case set: images, masks, `cases.jsonl` and `README.md`.
 
 Usage::
@@ -31,8 +30,8 @@ import json
 import math
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
@@ -86,8 +85,30 @@ def shape_alpha(size: tuple[int, int], draw_fn: Callable[[ImageDraw.ImageDraw, f
 
 
 def composite(base: FloatImg, layer: FloatImg | np.ndarray, alpha: Alpha) -> FloatImg:
-    a = alpha[..., None]
-    return base * (1.0 - a) + layer * a
+    """``layer`` over ``base`` with coverage ``alpha``; only the alpha's bounding box is touched
+    (most layers are small, and this keeps the generator fast enough to run in the tests)."""
+    rows, cols = np.flatnonzero(alpha.any(axis=1)), np.flatnonzero(alpha.any(axis=0))
+    out = base.copy()
+    if rows.size == 0:
+        return out
+    ys, xs = slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+    a = alpha[ys, xs, None]
+    out[ys, xs] = base[ys, xs] * (1.0 - a) + np.broadcast_to(layer, base.shape)[ys, xs] * a
+    return out
+
+
+def dilate(mask: np.ndarray, r: int) -> np.ndarray:
+    """Binary dilation by a (2r+1)-square, as separable running maxima (PIL's MaxFilter is slow)."""
+    out = mask.copy()
+    for axis in (0, 1):
+        src = out.copy()
+        for k in range(1, r + 1):
+            fwd = [slice(None)] * 2
+            bwd = [slice(None)] * 2
+            fwd[axis], bwd[axis] = slice(k, None), slice(None, -k)
+            out[tuple(fwd)] |= src[tuple(bwd)]
+            out[tuple(bwd)] |= src[tuple(fwd)]
+    return out
 
 
 def smooth_noise(rng: np.random.Generator, size: tuple[int, int], cells: tuple[int, int]) -> np.ndarray:
@@ -170,7 +191,7 @@ def text_layer(
     ImageDraw.Draw(img).text((side / 2, side / 2), text, fill=255, font=font(px), anchor="mm")
     img = img.rotate(angle, resample=Image.BICUBIC, center=(side / 2, side / 2))
     canvas = Image.new("L", (w, h), 0)
-    canvas.paste(img, (int(round(xy[0] - side / 2)), int(round(xy[1] - side / 2))))
+    canvas.paste(img, (round(xy[0] - side / 2), round(xy[1] - side / 2)))
     return np.asarray(canvas, dtype=np.float32) / 255.0
 
 
@@ -180,10 +201,10 @@ def mask_from(alpha: Alpha, grow: int = 0, threshold: float = 0.02) -> Image.Ima
     Growing is deliberate: a mask marks what an edit MAY change, and an edit legitimately
     touches the anti-aliased rim and a few pixels of surroundings (shadows, blending).
     """
-    m = Image.fromarray(np.where(alpha > threshold, 255, 0).astype(np.uint8), "L")
+    covered = alpha > threshold
     if grow > 0:
-        m = m.filter(ImageFilter.MaxFilter(2 * grow + 1))
-    return m
+        covered = dilate(covered, grow)
+    return Image.fromarray(np.where(covered, 255, 0).astype(np.uint8), "L")
 
 
 def rect_mask(size: tuple[int, int], *boxes: tuple[float, float, float, float], ellipse: bool = False) -> Image.Image:
@@ -206,7 +227,7 @@ def save_png(img: Image.Image, path: Path) -> None:
     """Save with fixed options: no metadata (Pillow writes no tIME chunk unless asked), fixed zlib level."""
     path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
-    img.save(buf, format="PNG", compress_level=9, optimize=False)
+    img.save(buf, format="PNG", compress_level=6, optimize=False)
     path.write_bytes(buf.getvalue())
 
 
@@ -261,7 +282,9 @@ def cluttered_room(size: tuple[int, int], seed: int) -> FloatImg:
             bw, bh = int(rng.integers(26, 64)), int(rng.integers(28, 62))
             c = palette[int(rng.integers(0, len(palette)))]
             d.rectangle([x, shelf_y - bh, x + bw, shelf_y], fill=c)
-            d.rectangle([x + 4, shelf_y - bh + 6, x + bw - 4, shelf_y - bh + 12], fill=tuple(min(255, v + 40) for v in c))
+            d.rectangle(
+                [x + 4, shelf_y - bh + 6, x + bw - 4, shelf_y - bh + 12], fill=tuple(min(255, v + 40) for v in c)
+            )
             x += bw + int(rng.integers(4, 14))
     # potted plant on the left
     d.rectangle([36, horizon - 70, 86, horizon], fill=(150, 84, 60))
@@ -290,10 +313,35 @@ def table_scene(size: tuple[int, int], seed: int) -> FloatImg:
     img[edge:] = table * (1.05 - 0.25 * t)
     img[edge : edge + 3] *= 0.7  # the table's back edge
     # small plant (far left) so the scene is not empty
-    pot = shape_alpha((w, h), lambda d, s: d.polygon([(30 * s, (edge + 18) * s), (78 * s, (edge + 18) * s), (72 * s, (edge + 70) * s), (36 * s, (edge + 70) * s)], fill=255))
+    pot = shape_alpha(
+        (w, h),
+        lambda d, s: d.polygon(
+            [
+                (30 * s, (edge + 18) * s),
+                (78 * s, (edge + 18) * s),
+                (72 * s, (edge + 70) * s),
+                (36 * s, (edge + 70) * s),
+            ],
+            fill=255,
+        ),
+    )
     img = contact_shadow(img, (22, edge + 60, 92, edge + 80), 6, 0.45)
     img = composite(img, shaded((196, 190, 180), cylinder_shade((w, h), 54, 26)), pot)
-    leaves = shape_alpha((w, h), lambda d, s: [d.ellipse([(54 + 22 * math.cos(a) - 11) * s, (edge + 4 - 34 * abs(math.sin(a)) - 16) * s, (54 + 22 * math.cos(a) + 11) * s, (edge + 4 - 34 * abs(math.sin(a)) + 16) * s], fill=255) for a in np.linspace(0.3, math.pi - 0.3, 7)])
+    leaves = shape_alpha(
+        (w, h),
+        lambda d, s: [
+            d.ellipse(
+                [
+                    (54 + 22 * math.cos(a) - 11) * s,
+                    (edge + 4 - 34 * abs(math.sin(a)) - 16) * s,
+                    (54 + 22 * math.cos(a) + 11) * s,
+                    (edge + 4 - 34 * abs(math.sin(a)) + 16) * s,
+                ],
+                fill=255,
+            )
+            for a in np.linspace(0.3, math.pi - 0.3, 7)
+        ],
+    )
     img = composite(img, np.broadcast_to(color((64, 120, 70)), img.shape) * 1.0, leaves)
     return vignette(img, 0.2)
 
@@ -303,13 +351,14 @@ def table_scene(size: tuple[int, int], seed: int) -> FloatImg:
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Rendered:
+class Rendered(NamedTuple):
     img: FloatImg
     alpha: Alpha  # where the product is (for product / background masks)
 
 
-def draw_bottle(bg: FloatImg, cx: float, bottom: float, height: float, glass: RGB, label_text: str, label_color: RGB) -> Rendered:
+def draw_bottle(
+    bg: FloatImg, cx: float, bottom: float, height: float, glass: RGB, label_text: str, label_color: RGB
+) -> Rendered:
     """A glass bottle with cap and wrap-around label, cylinder-shaded."""
     h, w, _ = bg.shape
     size = (w, h)
@@ -321,18 +370,31 @@ def draw_bottle(bg: FloatImg, cx: float, bottom: float, height: float, glass: RG
     img = contact_shadow(bg, (cx - bw * 0.62, bottom - 12, cx + bw * 0.62, bottom + 12), 8, 0.55)
 
     def body(d: ImageDraw.ImageDraw, s: float) -> None:
-        d.rounded_rectangle([(cx - bw / 2) * s, body_top * s, (cx + bw / 2) * s, bottom * s], radius=bw * 0.12 * s, fill=255)
+        d.rounded_rectangle(
+            [(cx - bw / 2) * s, body_top * s, (cx + bw / 2) * s, bottom * s], radius=bw * 0.12 * s, fill=255
+        )
         # shoulders: ellipse joining body and neck
-        d.ellipse([(cx - bw / 2) * s, (body_top - bw * 0.42) * s, (cx + bw / 2) * s, (body_top + bw * 0.42) * s], fill=255)
+        d.ellipse(
+            [(cx - bw / 2) * s, (body_top - bw * 0.42) * s, (cx + bw / 2) * s, (body_top + bw * 0.42) * s], fill=255
+        )
         d.rectangle([(cx - neck_w / 2) * s, (neck_top + 2) * s, (cx + neck_w / 2) * s, body_top * s], fill=255)
 
     body_a = shape_alpha(size, body)
     img = composite(img, shaded(glass, cylinder_shade(size, cx, bw / 2)), body_a * 0.97)
-    cap_a = shape_alpha(size, lambda d, s: d.rounded_rectangle([(cx - neck_w * 0.62) * s, cap_top * s, (cx + neck_w * 0.62) * s, (neck_top + 4) * s], radius=3 * s, fill=255))
+    cap_a = shape_alpha(
+        size,
+        lambda d, s: d.rounded_rectangle(
+            [(cx - neck_w * 0.62) * s, cap_top * s, (cx + neck_w * 0.62) * s, (neck_top + 4) * s],
+            radius=3 * s,
+            fill=255,
+        ),
+    )
     img = composite(img, shaded((200, 200, 204), cylinder_shade(size, cx, neck_w * 0.62)), cap_a)
     # label band
     ly0, ly1 = body_top + height * 0.14, bottom - height * 0.12
-    label_a = shape_alpha(size, lambda d, s: d.rectangle([(cx - bw / 2) * s, ly0 * s, (cx + bw / 2) * s, ly1 * s], fill=255))
+    label_a = shape_alpha(
+        size, lambda d, s: d.rectangle([(cx - bw / 2) * s, ly0 * s, (cx + bw / 2) * s, ly1 * s], fill=255)
+    )
     img = composite(img, shaded(label_color, cylinder_shade(size, cx, bw / 2), 0.35), label_a)
     txt = text_layer(size, label_text, (cx, (ly0 + ly1) / 2 - 6), int(bw * 0.2))
     img = composite(img, np.broadcast_to(color((40, 44, 52)), img.shape), txt * label_a)
@@ -351,7 +413,14 @@ def draw_mug(bg: FloatImg, cx: float, bottom: float, height: float, glaze: RGB) 
     rim_h = mw * 0.22
     img = contact_shadow(bg, (cx - mw * 0.6, bottom - 10, cx + mw * 0.75, bottom + 12), 8, 0.55)
     hx0, hx1 = cx + mw * 0.36, cx + mw * 0.78
-    handle_a = shape_alpha(size, lambda d, s: d.ellipse([hx0 * s, (top + height * 0.2) * s, hx1 * s, (top + height * 0.75) * s], outline=255, width=int(mw * 0.09 * s)))
+    handle_a = shape_alpha(
+        size,
+        lambda d, s: d.ellipse(
+            [hx0 * s, (top + height * 0.2) * s, hx1 * s, (top + height * 0.75) * s],
+            outline=255,
+            width=int(mw * 0.09 * s),
+        ),
+    )
     img = composite(img, shaded(glaze, cylinder_shade(size, (hx0 + hx1) / 2, (hx1 - hx0) / 2)), handle_a)
 
     def body(d: ImageDraw.ImageDraw, s: float) -> None:
@@ -361,7 +430,12 @@ def draw_mug(bg: FloatImg, cx: float, bottom: float, height: float, glaze: RGB) 
 
     body_a = shape_alpha(size, body)
     img = composite(img, shaded(glaze, cylinder_shade(size, cx, mw / 2)), body_a)
-    inner_a = shape_alpha(size, lambda d, s: d.ellipse([(cx - mw / 2 + 5) * s, (top + 3) * s, (cx + mw / 2 - 5) * s, (top + rim_h - 3) * s], fill=255))
+    inner_a = shape_alpha(
+        size,
+        lambda d, s: d.ellipse(
+            [(cx - mw / 2 + 5) * s, (top + 3) * s, (cx + mw / 2 - 5) * s, (top + rim_h - 3) * s], fill=255
+        ),
+    )
     inner = vertical_gradient(size, tuple(int(v * 0.45) for v in glaze), tuple(int(v * 0.8) for v in glaze))  # type: ignore[arg-type]
     img = composite(img, inner, inner_a)
     alpha = np.maximum(body_a, handle_a)
@@ -389,48 +463,175 @@ def draw_gift_box(bg: FloatImg, x0: float, bottom: float, fw: float, fh: float, 
     # ribbon: vertical strip on the front, matching strip across the lid
     rw = fw * 0.1
     rx = x0 + fw * 0.5
-    rib = shape_alpha(size, lambda d, s: d.rectangle([(rx - rw / 2) * s, top * s, (rx + rw / 2) * s, bottom * s], fill=255))
-    rib_lid = shape_alpha(size, lambda d, s: d.polygon([((rx - rw / 2) * s, top * s), ((rx + rw / 2) * s, top * s), ((rx + rw / 2 + depth_x) * s, (top - depth_y) * s), ((rx - rw / 2 + depth_x) * s, (top - depth_y) * s)], fill=255))
+    rib = shape_alpha(
+        size, lambda d, s: d.rectangle([(rx - rw / 2) * s, top * s, (rx + rw / 2) * s, bottom * s], fill=255)
+    )
+    rib_lid = shape_alpha(
+        size,
+        lambda d, s: d.polygon(
+            [
+                ((rx - rw / 2) * s, top * s),
+                ((rx + rw / 2) * s, top * s),
+                ((rx + rw / 2 + depth_x) * s, (top - depth_y) * s),
+                ((rx - rw / 2 + depth_x) * s, (top - depth_y) * s),
+            ],
+            fill=255,
+        ),
+    )
     img = composite(img, np.broadcast_to(color(ribbon) * 0.95, img.shape), rib)
     img = composite(img, np.broadcast_to(np.clip(color(ribbon) * 1.15, 0, 1), img.shape), rib_lid)
     # bow on the lid
     bx, by = rx + depth_x / 2, top - depth_y / 2
-    bow = shape_alpha(size, lambda d, s: [d.ellipse([(bx - 34) * s, (by - 22) * s, (bx - 2) * s, (by + 2) * s], fill=255), d.ellipse([(bx + 2) * s, (by - 22) * s, (bx + 34) * s, (by + 2) * s], fill=255)])
+    bow = shape_alpha(
+        size,
+        lambda d, s: [
+            d.ellipse([(bx - 34) * s, (by - 22) * s, (bx - 2) * s, (by + 2) * s], fill=255),
+            d.ellipse([(bx + 2) * s, (by - 22) * s, (bx + 34) * s, (by + 2) * s], fill=255),
+        ],
+    )
     img = composite(img, np.broadcast_to(np.clip(color(ribbon) * 1.05, 0, 1), img.shape), bow)
     alpha_all = np.maximum.reduce([alpha_all, rib, rib_lid, bow])
     return Rendered(img, alpha_all)
 
 
-def draw_sneaker(bg: FloatImg, x0: float, bottom: float, length: float, upper: RGB, accent: RGB) -> Rendered:
-    """A low-top sneaker in side view: thick white sole, curved upper, laces and a side stripe."""
+def catmull_rom(points: list[tuple[float, float]], steps: int = 10) -> list[tuple[float, float]]:
+    """A smooth open curve through ``points`` (end points repeated as phantom controls)."""
+    pts = [points[0], *points, points[-1]]
+    out: list[tuple[float, float]] = []
+    for i in range(1, len(pts) - 2):
+        p0, p1, p2, p3 = pts[i - 1], pts[i], pts[i + 1], pts[i + 2]
+        for k in range(steps):
+            t = k / steps
+            t2, t3 = t * t, t * t * t
+            out.append(
+                tuple(  # type: ignore[arg-type]
+                    0.5
+                    * (
+                        2 * p1[j]
+                        + (-p0[j] + p2[j]) * t
+                        + (2 * p0[j] - 5 * p1[j] + 4 * p2[j] - p3[j]) * t2
+                        + (-p0[j] + 3 * p1[j] - 3 * p2[j] + p3[j]) * t3
+                    )
+                    for j in range(2)
+                )
+            )
+    out.append(points[-1])
+    return out
+
+
+# Side view of a low-top sneaker, toe to the right: (x along the length, height), both as
+# fractions of the length. Heel bottom -> heel counter -> padded collar -> tongue -> lacing
+# -> toe box -> toe tip.
+SNEAKER_UPPER = [
+    (0.03, 0.0),
+    (0.0, 0.1),
+    (0.02, 0.24),
+    (0.07, 0.31),
+    (0.16, 0.27),
+    (0.25, 0.27),
+    (0.31, 0.36),
+    (0.37, 0.37),
+    (0.42, 0.32),
+    (0.56, 0.25),
+    (0.7, 0.18),
+    (0.84, 0.13),
+    (0.95, 0.09),
+    (1.0, 0.04),
+    (1.0, 0.0),
+]
+
+
+def draw_sneaker(bg: FloatImg, x0: float, bottom: float, length: float, upper: RGB, accent: RGB, trim: RGB) -> Rendered:
+    """A low-top sneaker in side view: cupsole, smooth upper, toe cap, heel tab, laces, side stripe."""
     h, w, _ = bg.shape
     size = (w, h)
     L = length
-    sole_h = L * 0.1
-    img = contact_shadow(bg, (x0 - 6, bottom - 10, x0 + L + 6, bottom + 10), 7, 0.6)
+    sole_h = L * 0.085
+    base = bottom - sole_h * 0.55  # the upper sits into the sole
+    img = contact_shadow(bg, (x0 - 10, bottom - 10, x0 + L + 10, bottom + 9), 7, 0.6)
 
-    def upper_poly(s: float) -> list[tuple[float, float]]:
-        pts: list[tuple[float, float]] = []
-        # heel up to collar, dip of the collar, tongue, then the toe box curve
-        ctrl = [(0.02, 0.0), (0.0, -0.2), (0.05, -0.36), (0.16, -0.38), (0.26, -0.3), (0.36, -0.34), (0.46, -0.42), (0.52, -0.4), (0.62, -0.3), (0.78, -0.22), (0.92, -0.16), (1.0, -0.08), (1.0, 0.0)]
-        for u, v in ctrl:
-            pts.append(((x0 + u * L) * s, (bottom - sole_h + v * L * 0.9) * s))
-        return pts
+    def xy(u: float, v: float, s: float) -> tuple[float, float]:
+        return ((x0 + u * L) * s, (base - v * L) * s)
 
-    up_a = shape_alpha(size, lambda d, s: d.polygon(upper_poly(s), fill=255))
-    tone = vertical_gradient(size, tuple(min(255, int(v * 1.15)) for v in upper), tuple(int(v * 0.8) for v in upper))  # type: ignore[arg-type]
-    img = composite(img, tone, up_a)
-    # side stripe: a thick curved band (generic, no brand shapes)
-    stripe = shape_alpha(size, lambda d, s: d.line([((x0 + L * u) * s, (bottom - sole_h - L * (0.06 + 0.14 * math.sin(u * math.pi))) * s) for u in np.linspace(0.12, 0.85, 24)], fill=255, width=int(L * 0.045 * s), joint="curve"))
+    outline = catmull_rom(SNEAKER_UPPER, 12)
+    up_a = shape_alpha(size, lambda d, s: d.polygon([xy(u, v, s) for u, v in outline], fill=255))
+    hi = tuple(min(255, int(c * 1.12 + 8)) for c in upper)
+    lo = tuple(int(c * 0.78) for c in upper)
+    tone = vertical_gradient(size, hi, lo)  # type: ignore[arg-type]
+    # darker rim so the silhouette reads as a rounded, stitched object, not a flat cut-out
+    rim = np.clip(up_a - blur_alpha(up_a, 3.0) * 1.0, 0.0, 1.0)
+    img = composite(img, tone * (1.0 - 0.5 * rim[..., None]), up_a)
+    # toe cap and heel counter: overlays in the trim colour, clipped to the upper
+    toe = shape_alpha(size, lambda d, s: d.ellipse([*xy(0.74, 0.17, s), *xy(1.12, -0.1, s)], fill=255))
+    heel = shape_alpha(size, lambda d, s: d.ellipse([*xy(-0.2, 0.3, s), *xy(0.17, -0.12, s)], fill=255))
+    trim_c = np.broadcast_to(color(trim), img.shape)
+    img = composite(img, trim_c, toe * up_a * 0.9)
+    img = composite(img, trim_c, heel * up_a * 0.9)
+    # collar lining visible at the ankle opening
+    collar = shape_alpha(
+        size,
+        lambda d, s: d.line(
+            [xy(u, v - 0.015, s) for u, v in catmull_rom([(0.07, 0.3), (0.16, 0.26), (0.25, 0.26), (0.31, 0.34)], 6)],
+            fill=255,
+            width=int(L * 0.02 * s),
+            joint="curve",
+        ),
+    )
+    img = composite(img, np.broadcast_to(color((60, 60, 64)), img.shape), collar * up_a)
+    # side stripe: a generic swept band (no brand shapes)
+    band = catmull_rom([(0.2, 0.05), (0.34, 0.12), (0.5, 0.2), (0.62, 0.2)], 8)
+    stripe = shape_alpha(
+        size, lambda d, s: d.line([xy(u, v, s) for u, v in band], fill=255, width=int(L * 0.045 * s), joint="curve")
+    )
     img = composite(img, np.broadcast_to(color(accent), img.shape), stripe * up_a)
-    # laces along the tongue
-    laces = shape_alpha(size, lambda d, s: [d.line([((x0 + L * (0.36 + 0.06 * i)) * s, (bottom - sole_h - L * (0.3 - 0.04 * i)) * s), ((x0 + L * (0.42 + 0.06 * i)) * s, (bottom - sole_h - L * (0.36 - 0.04 * i)) * s)], fill=255, width=int(3 * s)) for i in range(4)])
-    img = composite(img, np.broadcast_to(color((245, 245, 240)), img.shape), laces)
-    sole = shape_alpha(size, lambda d, s: d.rounded_rectangle([(x0 - 4) * s, (bottom - sole_h) * s, (x0 + L + 2) * s, bottom * s], radius=sole_h * 0.45 * s, fill=255))
-    img = composite(img, vertical_gradient(size, (248, 248, 244), (206, 206, 200)), sole)
-    tread = shape_alpha(size, lambda d, s: d.rectangle([(x0 + 4) * s, (bottom - 4) * s, (x0 + L - 4) * s, bottom * s], fill=255))
-    img = composite(img, np.broadcast_to(color((120, 120, 118)), img.shape), tread * sole)
-    return Rendered(img, np.maximum.reduce([up_a, sole]))
+    # eyestay with laces
+    eyestay = [(0.33, 0.33), (0.42, 0.29), (0.55, 0.23), (0.66, 0.18)]
+    img = composite(
+        img,
+        np.broadcast_to(np.clip(color(upper) * 0.7, 0, 1), img.shape),
+        shape_alpha(
+            size,
+            lambda d, s: d.line([xy(u, v, s) for u, v in eyestay], fill=255, width=int(L * 0.03 * s), joint="curve"),
+        )
+        * up_a,
+    )
+    laces = shape_alpha(
+        size,
+        lambda d, s: [
+            d.line(
+                [xy(0.35 + 0.075 * i, 0.35 - 0.04 * i, s), xy(0.39 + 0.075 * i, 0.3 - 0.04 * i, s)],
+                fill=255,
+                width=int(L * 0.014 * s),
+            )
+            for i in range(4)
+        ],
+    )
+    img = composite(img, np.broadcast_to(color((246, 246, 242)), img.shape), laces)
+    # cupsole with a slight toe spring, a foxing line and dark tread
+    sole = shape_alpha(
+        size,
+        lambda d, s: d.rounded_rectangle(
+            [(x0 - L * 0.015) * s, (bottom - sole_h) * s, (x0 + L * 1.02) * s, bottom * s],
+            radius=sole_h * 0.5 * s,
+            fill=255,
+        ),
+    )
+    img = composite(img, vertical_gradient(size, (250, 250, 246), (214, 214, 208)), sole)
+    fox = shape_alpha(
+        size,
+        lambda d, s: d.line(
+            [(x0 * s, (bottom - sole_h * 0.55) * s), ((x0 + L) * s, (bottom - sole_h * 0.55) * s)],
+            fill=255,
+            width=int(2 * s),
+        ),
+    )
+    img = composite(img, np.broadcast_to(color((170, 170, 166)), img.shape), fox * sole)
+    tread = shape_alpha(
+        size,
+        lambda d, s: d.rectangle([(x0 - L * 0.02) * s, (bottom - 4) * s, (x0 + L * 1.03) * s, bottom * s], fill=255),
+    )
+    img = composite(img, np.broadcast_to(color((96, 96, 94)), img.shape), tread * sole)
+    return Rendered(img, np.maximum(up_a, sole))
 
 
 # --------------------------------------------------------------------------------------------
@@ -438,7 +639,9 @@ def draw_sneaker(bg: FloatImg, x0: float, bottom: float, length: float, upper: R
 # --------------------------------------------------------------------------------------------
 
 
-def promo_tag(img: FloatImg, box: tuple[float, float, float, float], text: str, fill: RGB = (214, 38, 44)) -> tuple[FloatImg, Alpha]:
+def promo_tag(
+    img: FloatImg, box: tuple[float, float, float, float], text: str, fill: RGB = (214, 38, 44)
+) -> tuple[FloatImg, Alpha]:
     h, w, _ = img.shape
     a = shape_alpha((w, h), lambda d, s: d.rounded_rectangle([v * s for v in box], radius=10 * s, fill=255))
     img = composite(img, np.broadcast_to(color(fill), img.shape), a)
@@ -448,7 +651,9 @@ def promo_tag(img: FloatImg, box: tuple[float, float, float, float], text: str, 
     return img, a
 
 
-def watermark(img: FloatImg, text: str, center: tuple[float, float], px: int, angle: float, opacity: float = 0.42) -> tuple[FloatImg, Alpha]:
+def watermark(
+    img: FloatImg, text: str, center: tuple[float, float], px: int, angle: float, opacity: float = 0.42
+) -> tuple[FloatImg, Alpha]:
     h, w, _ = img.shape
     a = text_layer((w, h), text, center, px, angle=angle)
     img = composite(img, np.ones_like(img), a * opacity)
@@ -458,8 +663,25 @@ def watermark(img: FloatImg, text: str, center: tuple[float, float], px: int, an
 def price_label(img: FloatImg, box: tuple[float, float, float, float], text: str) -> tuple[FloatImg, Alpha]:
     h, w, _ = img.shape
     x0, y0, x1, y1 = box
-    a = shape_alpha((w, h), lambda d, s: d.polygon([(x0 * s, ((y0 + y1) / 2) * s), ((x0 + 18) * s, y0 * s), (x1 * s, y0 * s), (x1 * s, y1 * s), ((x0 + 18) * s, y1 * s)], fill=255))
-    hole = shape_alpha((w, h), lambda d, s: d.ellipse([(x0 + 9) * s, ((y0 + y1) / 2 - 4) * s, (x0 + 17) * s, ((y0 + y1) / 2 + 4) * s], fill=255))
+    a = shape_alpha(
+        (w, h),
+        lambda d, s: d.polygon(
+            [
+                (x0 * s, ((y0 + y1) / 2) * s),
+                ((x0 + 18) * s, y0 * s),
+                (x1 * s, y0 * s),
+                (x1 * s, y1 * s),
+                ((x0 + 18) * s, y1 * s),
+            ],
+            fill=255,
+        ),
+    )
+    hole = shape_alpha(
+        (w, h),
+        lambda d, s: d.ellipse(
+            [(x0 + 9) * s, ((y0 + y1) / 2 - 4) * s, (x0 + 17) * s, ((y0 + y1) / 2 + 4) * s], fill=255
+        ),
+    )
     img = composite(img, np.broadcast_to(color((250, 204, 60)), img.shape), a)
     img = composite(img, np.broadcast_to(color((120, 100, 60)), img.shape), hole)
     t = text_layer((w, h), text, ((x0 + 18 + x1) / 2, (y0 + y1) / 2), int((y1 - y0) * 0.5))
@@ -467,7 +689,9 @@ def price_label(img: FloatImg, box: tuple[float, float, float, float], text: str
     return img, a
 
 
-def banner(img: FloatImg, box: tuple[float, float, float, float], text: str, fill: RGB, ink: RGB) -> tuple[FloatImg, Alpha]:
+def banner(
+    img: FloatImg, box: tuple[float, float, float, float], text: str, fill: RGB, ink: RGB
+) -> tuple[FloatImg, Alpha]:
     h, w, _ = img.shape
     a = shape_alpha((w, h), lambda d, s: d.rectangle([v * s for v in box], fill=255))
     img = composite(img, np.broadcast_to(color(fill), img.shape), a * 0.92)
@@ -483,12 +707,24 @@ def banner(img: FloatImg, box: tuple[float, float, float, float], text: str, fil
 # name -> (file in skimage/data, license line for README). Licenses are quoted from the
 # docstrings of the matching `skimage.data` functions (skimage/data/README.txt has none).
 SKIMAGE_PHOTOS: dict[str, tuple[str, str]] = {
-    "astronaut": ("astronaut.png", "Eileen Collins, NASA Great Images database; public domain (no known copyright restrictions)."),
+    "astronaut": (
+        "astronaut.png",
+        "Eileen Collins, NASA Great Images database; public domain (no known copyright restrictions).",
+    ),
     "coffee": ("coffee.png", "Courtesy of Pikolo Espresso Bar; CC0 by the photographer (Rachel Michetti)."),
     "chelsea": ("chelsea.png", "Chelsea the cat; CC0 by the photographer (Stefan van der Walt)."),
-    "rocket": ("rocket.jpg", "DSCOVR launch on Falcon 9, SpaceX Photos on Flickr; released into the public domain by SpaceX."),
-    "camera": ("camera.png", "Man with a camera on a tripod (grayscale; converted to RGB); CC0 by the photographer (Lav Varshney)."),
-    "coins": ("coins.png", "Greek coins from Pompeii, Brooklyn Museum Collection (grayscale; converted to RGB); no known copyright restrictions."),
+    "rocket": (
+        "rocket.jpg",
+        "DSCOVR launch on Falcon 9, SpaceX Photos on Flickr; released into the public domain by SpaceX.",
+    ),
+    "camera": (
+        "camera.png",
+        "Man with a camera on a tripod (grayscale; converted to RGB); CC0 by the photographer (Lav Varshney).",
+    ),
+    "coins": (
+        "coins.png",
+        "Greek coins from Pompeii, Brooklyn Museum Collection (grayscale; converted to RGB); no known copyright restrictions.",
+    ),
 }
 
 
@@ -498,7 +734,9 @@ def skimage_photo(name: str) -> Image.Image:
 
     path = Path(skimage.__file__).resolve().parent / "data" / SKIMAGE_PHOTOS[name][0]
     if not path.is_file():
-        raise SystemExit(f"make_caseset: {path} is missing; this scikit-image build does not ship '{name}' in its wheel")
+        raise SystemExit(
+            f"make_caseset: {path} is missing; this scikit-image build does not ship '{name}' in its wheel"
+        )
     with Image.open(path) as im:
         img = im.convert("RGB")
     if max(img.size) > MAX_SIDE:
@@ -507,7 +745,9 @@ def skimage_photo(name: str) -> Image.Image:
     return img
 
 
-def scaled_boxes(orig_size: tuple[int, int], new_size: tuple[int, int], *boxes: tuple[float, float, float, float]) -> list[tuple[float, float, float, float]]:
+def scaled_boxes(
+    orig_size: tuple[int, int], new_size: tuple[int, int], *boxes: tuple[float, float, float, float]
+) -> list[tuple[float, float, float, float]]:
     """Boxes measured on the original photo, mapped onto the resized one."""
     sx, sy = new_size[0] / orig_size[0], new_size[1] / orig_size[1]
     return [(b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy) for b in boxes]
@@ -570,8 +810,22 @@ def build_images() -> tuple[dict[str, Image.Image], dict[str, Image.Image]]:
     # dusty, scratched copy of the box for product retouching
     rng = np.random.default_rng(32)
     dusty = box_img.copy()
-    specks = shape_alpha(sq, lambda d, s: [d.ellipse([(x - rr) * s, (y - rr) * s, (x + rr) * s, (y + rr) * s], fill=255) for x, y, rr in zip(rng.uniform(125, 400, 70), rng.uniform(180, 425, 70), rng.uniform(0.8, 2.2, 70))])
-    scratches = shape_alpha(sq, lambda d, s: [d.line([(x * s, y * s), ((x + dx) * s, (y + dy) * s)], fill=255, width=int(1.2 * s)) for x, y, dx, dy in zip(rng.uniform(130, 330, 9), rng.uniform(240, 400, 9), rng.uniform(-40, 40, 9), rng.uniform(-12, 12, 9))])
+    specks = shape_alpha(
+        sq,
+        lambda d, s: [
+            d.ellipse([(x - rr) * s, (y - rr) * s, (x + rr) * s, (y + rr) * s], fill=255)
+            for x, y, rr in zip(rng.uniform(125, 400, 70), rng.uniform(180, 425, 70), rng.uniform(0.8, 2.2, 70))
+        ],
+    )
+    scratches = shape_alpha(
+        sq,
+        lambda d, s: [
+            d.line([(x * s, y * s), ((x + dx) * s, (y + dy) * s)], fill=255, width=int(1.2 * s))
+            for x, y, dx, dy in zip(
+                rng.uniform(130, 330, 9), rng.uniform(240, 400, 9), rng.uniform(-40, 40, 9), rng.uniform(-12, 12, 9)
+            )
+        ],
+    )
     dusty = composite(dusty, np.broadcast_to(color((226, 222, 210)), dusty.shape), specks * r.alpha * 0.85)
     dusty = composite(dusty, np.broadcast_to(color((200, 200, 196)), dusty.shape), scratches * r.alpha * 0.7)
     images["box_dusty"] = to_image(dusty)
@@ -579,12 +833,14 @@ def build_images() -> tuple[dict[str, Image.Image], dict[str, Image.Image]]:
 
     # --- sneakers -----------------------------------------------------------------------
     bg = cluttered_room(sq, seed=41)
-    r = draw_sneaker(bg, 96, 420, 330, upper=(54, 70, 110), accent=(236, 120, 60))
+    r = draw_sneaker(bg, 86, 430, 350, upper=(46, 62, 104), accent=(236, 120, 60), trim=(34, 44, 74))
     images["sneaker_clutter"] = to_image(r.img)
-    masks["sneaker_clutter_background"] = invert(mask_from(r.alpha, threshold=0.98).filter(ImageFilter.MinFilter(5)))
+    masks["sneaker_clutter_background"] = Image.fromarray(
+        np.where(dilate(r.alpha < 0.98, 2), 255, 0).astype(np.uint8), "L"
+    )
 
-    bg = studio_backdrop(sq, (240, 240, 238), (214, 214, 210), seed=42)
-    r = draw_sneaker(bg, 90, 400, 340, upper=(230, 230, 226), accent=(40, 120, 200))
+    bg = studio_backdrop(sq, (214, 224, 234), (178, 190, 204), seed=42)
+    r = draw_sneaker(bg, 80, 380, 350, upper=(238, 238, 234), accent=(40, 120, 200), trim=(205, 208, 212))
     images["sneaker_white"] = to_image(r.img)
     tg_img, tg_a = promo_tag(r.img.copy(), (20, 20, 190, 80), "SALE -30%")
     images["sneaker_promo"] = to_image(tg_img)
@@ -598,13 +854,27 @@ def build_images() -> tuple[dict[str, Image.Image], dict[str, Image.Image]]:
     bg = studio_backdrop(sq, (246, 222, 214), (226, 196, 196), seed=61)
     # leaf shadows on the backdrop, as in many lifestyle product shots
     rng = np.random.default_rng(62)
-    leaves = shape_alpha(sq, lambda d, s: [d.ellipse([(x - 40) * s, (y - 12) * s, (x + 40) * s, (y + 12) * s], fill=255) for x, y in zip(rng.uniform(300, 500, 10), rng.uniform(20, 220, 10))])
+    leaves = shape_alpha(
+        sq,
+        lambda d, s: [
+            d.ellipse([(x - 40) * s, (y - 12) * s, (x + 40) * s, (y + 12) * s], fill=255)
+            for x, y in zip(rng.uniform(300, 500, 10), rng.uniform(20, 220, 10))
+        ],
+    )
     bg = bg * (1.0 - 0.16 * blur_alpha(leaves, 6))[..., None]
     pod_top, pod_bot, pcx, prx = 330, 470, 256, 170
     bg = contact_shadow(bg, (pcx - prx - 10, pod_bot - 18, pcx + prx + 30, pod_bot + 16), 10, 0.45)
-    pod_body = shape_alpha(sq, lambda d, s: [d.rectangle([(pcx - prx) * s, (pod_top + 20) * s, (pcx + prx) * s, (pod_bot - 20) * s], fill=255), d.ellipse([(pcx - prx) * s, (pod_bot - 40) * s, (pcx + prx) * s, pod_bot * s], fill=255)])
+    pod_body = shape_alpha(
+        sq,
+        lambda d, s: [
+            d.rectangle([(pcx - prx) * s, (pod_top + 20) * s, (pcx + prx) * s, (pod_bot - 20) * s], fill=255),
+            d.ellipse([(pcx - prx) * s, (pod_bot - 40) * s, (pcx + prx) * s, pod_bot * s], fill=255),
+        ],
+    )
     bg = composite(bg, shaded((236, 232, 228), cylinder_shade(sq, pcx, prx), 0.4), pod_body)
-    pod_lid = shape_alpha(sq, lambda d, s: d.ellipse([(pcx - prx) * s, pod_top * s, (pcx + prx) * s, (pod_top + 40) * s], fill=255))
+    pod_lid = shape_alpha(
+        sq, lambda d, s: d.ellipse([(pcx - prx) * s, pod_top * s, (pcx + prx) * s, (pod_top + 40) * s], fill=255)
+    )
     bg = composite(bg, vertical_gradient(sq, (250, 248, 246), (238, 234, 230)), pod_lid)
     images["podium_scene"] = to_image(vignette(bg, 0.15))
     masks["podium_scene_top"] = rect_mask(sq, (pcx - prx - 20, 90, pcx + prx + 20, pod_top + 44))
@@ -620,7 +890,7 @@ def build_images() -> tuple[dict[str, Image.Image], dict[str, Image.Image]]:
     sx, sy = cs[0] / 600, cs[1] / 400
     d.polygon([(p[0] * sx, p[1] * sy) for p in [(392, 58), (428, 66), (404, 245), (380, 250), (362, 232)]], fill=255)
     d.ellipse([320 * sx, 228 * sy, 412 * sx, 332 * sy], fill=255)
-    masks["coffee_spoon"] = spoon_m.filter(ImageFilter.MaxFilter(7))
+    masks["coffee_spoon"] = Image.fromarray(np.where(dilate(np.asarray(spoon_m) > 0, 3), 255, 0).astype(np.uint8), "L")
     masks["coffee_saucer"] = rect_mask(cs, *scaled_boxes((600, 400), cs, (70, 66, 486, 396)), ellipse=True)
 
     # camera (512x512): skyline right of the camera, and the low buildings on the far left
@@ -630,7 +900,9 @@ def build_images() -> tuple[dict[str, Image.Image], dict[str, Image.Image]]:
     masks["coins_large"] = rect_mask(images["coins"].size, (310, 148, 384, 224), ellipse=True)
 
     # chelsea (451x300): bottom band for a caption; rocket: sky band for a title
-    masks["chelsea_bottom"] = rect_mask(images["chelsea"].size, (0, 232, images["chelsea"].width, images["chelsea"].height))
+    masks["chelsea_bottom"] = rect_mask(
+        images["chelsea"].size, (0, 232, images["chelsea"].width, images["chelsea"].height)
+    )
     rs = images["rocket"].size
     masks["rocket_sky"] = rect_mask(rs, *scaled_boxes((640, 427), rs, (90, 8, 550, 118)))
 
@@ -639,7 +911,16 @@ def build_images() -> tuple[dict[str, Image.Image], dict[str, Image.Image]]:
     return images, masks
 
 
-def case(id: str, category: str, language: str, instruction: str, target_caption: str, images: list[str], mask: str | None, source: str) -> dict[str, object]:
+def case(
+    id: str,
+    category: str,
+    language: str,
+    instruction: str,
+    target_caption: str,
+    images: list[str],
+    mask: str | None,
+    source: str,
+) -> dict[str, object]:
     # key order is the manifest's documented order
     return {
         "id": id,
@@ -659,42 +940,294 @@ def sk(name: str) -> str:
 
 CASES: list[dict[str, object]] = [
     # remove-object
-    case("rm-watermark-bottle", "remove-object", "en", "Remove the diagonal 'stockshop SAMPLE' watermark from the photo and restore the bottle and background underneath.", "a clean product photo of a green glass water bottle with a white label on a beige studio background, no watermark", ["bottle_watermark"], "bottle_watermark", PROCEDURAL),
-    case("rm-promo-tag-sneaker", "remove-object", "zh", "去掉左上角红色的“SALE -30%”促销标签，用干净的背景补全该区域。", "a white sneaker with a blue stripe on a light gray studio background, no sale tag", ["sneaker_promo"], "sneaker_promo_tag", PROCEDURAL),
-    case("rm-spoon-coffee", "remove-object", "zh", "移除咖啡杯右边的金属勺子，碟子和桌面要自然补全。", "an espresso cup on a red saucer on a wooden table, without a spoon", ["coffee"], "coffee_spoon", sk("coffee")),
-    case("rm-buildings-camera", "remove-object", "en", "Remove the buildings and towers on the horizon so only sky and grass remain behind the photographer.", "a black and white photo of a man filming with a camera on a tripod in an open grass field under an empty sky", ["camera"], "camera_buildings", sk("camera")),
+    case(
+        "rm-watermark-bottle",
+        "remove-object",
+        "en",
+        "Remove the diagonal 'stockshop SAMPLE' watermark from the photo and restore the bottle and background underneath.",
+        "a clean product photo of a green glass water bottle with a white label on a beige studio background, no watermark",
+        ["bottle_watermark"],
+        "bottle_watermark",
+        PROCEDURAL,
+    ),
+    case(
+        "rm-promo-tag-sneaker",
+        "remove-object",
+        "zh",
+        "去掉左上角红色的“SALE -30%”促销标签，用干净的背景补全该区域。",
+        "a white sneaker with a blue stripe on a light gray studio background, no sale tag",
+        ["sneaker_promo"],
+        "sneaker_promo_tag",
+        PROCEDURAL,
+    ),
+    case(
+        "rm-spoon-coffee",
+        "remove-object",
+        "zh",
+        "移除咖啡杯右边的金属勺子，碟子和桌面要自然补全。",
+        "an espresso cup on a red saucer on a wooden table, without a spoon",
+        ["coffee"],
+        "coffee_spoon",
+        sk("coffee"),
+    ),
+    case(
+        "rm-buildings-camera",
+        "remove-object",
+        "en",
+        "Remove the buildings and towers on the horizon so only sky and grass remain behind the photographer.",
+        "a black and white photo of a man filming with a camera on a tripod in an open grass field under an empty sky",
+        ["camera"],
+        "camera_buildings",
+        sk("camera"),
+    ),
     # text-replace
-    case("txt-price-mug", "text-replace", "en", "Change the price on the yellow tag from $19.99 to $14.99, keeping the same font and colors.", "a terracotta ceramic mug on a blue-gray background with a yellow price tag reading $14.99", ["mug_price"], "mug_price", PROCEDURAL),
-    case("txt-new-box", "text-replace", "zh", "把盒子标签上的“NEW”改成“新品”，字体颜色保持红色，其余不变。", "a blue gift box with a gold ribbon and a white sticker with red Chinese text meaning new product", ["box_label"], "box_label", PROCEDURAL),
-    case("txt-banner-bottle", "text-replace", "zh", "把底部橙色横幅上的“SUMMER SALE”改成“年终大促”。", "a green glass water bottle on a beige background with an orange banner at the bottom showing Chinese text for year-end sale", ["bottle_banner"], "bottle_banner", PROCEDURAL),
+    case(
+        "txt-price-mug",
+        "text-replace",
+        "en",
+        "Change the price on the yellow tag from $19.99 to $14.99, keeping the same font and colors.",
+        "a terracotta ceramic mug on a blue-gray background with a yellow price tag reading $14.99",
+        ["mug_price"],
+        "mug_price",
+        PROCEDURAL,
+    ),
+    case(
+        "txt-new-box",
+        "text-replace",
+        "zh",
+        "把盒子标签上的“NEW”改成“新品”，字体颜色保持红色，其余不变。",
+        "a blue gift box with a gold ribbon and a white sticker with red Chinese text meaning new product",
+        ["box_label"],
+        "box_label",
+        PROCEDURAL,
+    ),
+    case(
+        "txt-banner-bottle",
+        "text-replace",
+        "zh",
+        "把底部橙色横幅上的“SUMMER SALE”改成“年终大促”。",
+        "a green glass water bottle on a beige background with an orange banner at the bottom showing Chinese text for year-end sale",
+        ["bottle_banner"],
+        "bottle_banner",
+        PROCEDURAL,
+    ),
     # text-add
-    case("txtadd-slogan-bottle", "text-add", "zh", "在瓶子上方的空白处添加白色粗体标语“清爽一夏”。", "a green glass water bottle on a beige background with a bold white Chinese slogan above it", ["bottle_plain"], "bottle_plain_top", PROCEDURAL),
-    case("txtadd-caption-chelsea", "text-add", "en", "Add the caption 'Monday mood' in bold white letters along the bottom of the photo.", "a close-up of a tabby cat with green eyes and the white caption 'Monday mood' at the bottom", ["chelsea"], "chelsea_bottom", sk("chelsea")),
-    case("txtadd-title-rocket", "text-add", "en", "Add the title 'LAUNCH NIGHT' in large white letters across the sky at the top of the image.", "a rocket on a launch pad at dusk between lattice towers with the white title 'LAUNCH NIGHT' in the sky", ["rocket"], "rocket_sky", sk("rocket")),
+    case(
+        "txtadd-slogan-bottle",
+        "text-add",
+        "zh",
+        "在瓶子上方的空白处添加白色粗体标语“清爽一夏”。",
+        "a green glass water bottle on a beige background with a bold white Chinese slogan above it",
+        ["bottle_plain"],
+        "bottle_plain_top",
+        PROCEDURAL,
+    ),
+    case(
+        "txtadd-caption-chelsea",
+        "text-add",
+        "en",
+        "Add the caption 'Monday mood' in bold white letters along the bottom of the photo.",
+        "a close-up of a tabby cat with green eyes and the white caption 'Monday mood' at the bottom",
+        ["chelsea"],
+        "chelsea_bottom",
+        sk("chelsea"),
+    ),
+    case(
+        "txtadd-title-rocket",
+        "text-add",
+        "en",
+        "Add the title 'LAUNCH NIGHT' in large white letters across the sky at the top of the image.",
+        "a rocket on a launch pad at dusk between lattice towers with the white title 'LAUNCH NIGHT' in the sky",
+        ["rocket"],
+        "rocket_sky",
+        sk("rocket"),
+    ),
     # background-change
-    case("bg-studio-sneaker", "background-change", "en", "Replace the cluttered shop background with a seamless pure white studio background; keep the sneaker exactly as it is.", "a navy blue sneaker with an orange stripe on a seamless pure white studio background", ["sneaker_clutter"], "sneaker_clutter_background", PROCEDURAL),
-    case("bg-marble-mug", "background-change", "zh", "把背景换成白色大理石台面和柔和的窗边自然光，杯子保持不变。", "a terracotta ceramic mug standing on a white marble countertop in soft natural window light", ["mug_plain"], "mug_plain_background", PROCEDURAL),
-    case("bg-beach-astronaut", "background-change", "zh", "把人物身后的背景换成傍晚的海边沙滩，人物保持不变。", "a smiling woman in an orange space suit standing on a beach at sunset", ["astronaut"], None, sk("astronaut")),
+    case(
+        "bg-studio-sneaker",
+        "background-change",
+        "en",
+        "Replace the cluttered shop background with a seamless pure white studio background; keep the sneaker exactly as it is.",
+        "a navy blue sneaker with an orange stripe on a seamless pure white studio background",
+        ["sneaker_clutter"],
+        "sneaker_clutter_background",
+        PROCEDURAL,
+    ),
+    case(
+        "bg-marble-mug",
+        "background-change",
+        "zh",
+        "把背景换成白色大理石台面和柔和的窗边自然光，杯子保持不变。",
+        "a terracotta ceramic mug standing on a white marble countertop in soft natural window light",
+        ["mug_plain"],
+        "mug_plain_background",
+        PROCEDURAL,
+    ),
+    case(
+        "bg-beach-astronaut",
+        "background-change",
+        "zh",
+        "把人物身后的背景换成傍晚的海边沙滩，人物保持不变。",
+        "a smiling woman in an orange space suit standing on a beach at sunset",
+        ["astronaut"],
+        None,
+        sk("astronaut"),
+    ),
     # recolor
-    case("recolor-bottle-blue", "recolor", "en", "Make the glass bottle cobalt blue; keep the label, cap and background unchanged.", "a cobalt blue glass water bottle with a white label on a beige studio background", ["bottle_plain"], "bottle_plain_product", PROCEDURAL),
-    case("recolor-saucer-coffee", "recolor", "zh", "把咖啡杯下面的碟子改成深蓝色，杯子和桌面不变。", "an espresso cup with a spoon on a dark blue saucer on a wooden table", ["coffee"], "coffee_saucer", sk("coffee")),
-    case("recolor-coin-gold", "recolor", "en", "Make the large coin at the right end of the third row look like shiny gold; leave the other coins as they are.", "rows of ancient silver coins on a dark background with one large shiny gold coin", ["coins"], "coins_large", sk("coins")),
+    case(
+        "recolor-bottle-blue",
+        "recolor",
+        "en",
+        "Make the glass bottle cobalt blue; keep the label, cap and background unchanged.",
+        "a cobalt blue glass water bottle with a white label on a beige studio background",
+        ["bottle_plain"],
+        "bottle_plain_product",
+        PROCEDURAL,
+    ),
+    case(
+        "recolor-saucer-coffee",
+        "recolor",
+        "zh",
+        "把咖啡杯下面的碟子改成深蓝色，杯子和桌面不变。",
+        "an espresso cup with a spoon on a dark blue saucer on a wooden table",
+        ["coffee"],
+        "coffee_saucer",
+        sk("coffee"),
+    ),
+    case(
+        "recolor-coin-gold",
+        "recolor",
+        "en",
+        "Make the large coin at the right end of the third row look like shiny gold; leave the other coins as they are.",
+        "rows of ancient silver coins on a dark background with one large shiny gold coin",
+        ["coins"],
+        "coins_large",
+        sk("coins"),
+    ),
     # material-style
-    case("material-mug-marble", "material-style", "zh", "把马克杯的材质改成带灰色纹理的白色大理石，形状和背景保持不变。", "a mug made of white marble with gray veins on a blue-gray studio background", ["mug_plain"], "mug_plain_product", PROCEDURAL),
-    case("style-watercolor-chelsea", "material-style", "en", "Turn this photo into a soft watercolor painting while keeping the composition.", "a watercolor painting of a tabby cat with green eyes", ["chelsea"], None, sk("chelsea")),
-    case("style-papercut-rocket", "material-style", "zh", "把这张照片转换成剪纸风格的插画，保留火箭和发射塔的构图。", "a paper-cut style illustration of a rocket on a launch pad between lattice towers at dusk", ["rocket"], None, sk("rocket")),
+    case(
+        "material-mug-marble",
+        "material-style",
+        "zh",
+        "把马克杯的材质改成带灰色纹理的白色大理石，形状和背景保持不变。",
+        "a mug made of white marble with gray veins on a blue-gray studio background",
+        ["mug_plain"],
+        "mug_plain_product",
+        PROCEDURAL,
+    ),
+    case(
+        "style-watercolor-chelsea",
+        "material-style",
+        "en",
+        "Turn this photo into a soft watercolor painting while keeping the composition.",
+        "a watercolor painting of a tabby cat with green eyes",
+        ["chelsea"],
+        None,
+        sk("chelsea"),
+    ),
+    case(
+        "style-papercut-rocket",
+        "material-style",
+        "zh",
+        "把这张照片转换成剪纸风格的插画，保留火箭和发射塔的构图。",
+        "a paper-cut style illustration of a rocket on a launch pad between lattice towers at dusk",
+        ["rocket"],
+        None,
+        sk("rocket"),
+    ),
     # add-object
-    case("add-mug-table", "add-object", "zh", "把图2中的马克杯放到图1木桌的右侧，光照和阴影要与场景一致。", "a terracotta ceramic mug standing on the right side of a wooden table against a warm beige wall, with a small plant on the left", ["table_scene", "mug_plain"], "table_scene_right", PROCEDURAL),
-    case("add-sneaker-podium", "add-object", "en", "Put the sneaker from image 2 on top of the round white podium in image 1, with a soft contact shadow.", "a white sneaker with a blue stripe displayed on a round white podium against a pink backdrop with leaf shadows", ["podium_scene", "sneaker_white"], "podium_scene_top", PROCEDURAL),
-    case("add-bottle-mug-table", "add-object", "zh", "把图2的瓶子和图3的马克杯并排摆放在图1的桌面中央。", "a green glass water bottle and a terracotta mug side by side on a wooden table against a warm beige wall", ["table_scene", "bottle_plain", "mug_plain"], "table_scene_center", PROCEDURAL),
-    case("add-hat-chelsea", "add-object", "en", "Put a small red knitted beanie on the cat's head.", "a close-up of a tabby cat wearing a small red knitted beanie", ["chelsea"], None, sk("chelsea")),
+    case(
+        "add-mug-table",
+        "add-object",
+        "zh",
+        "把图2中的马克杯放到图1木桌的右侧，光照和阴影要与场景一致。",
+        "a terracotta ceramic mug standing on the right side of a wooden table against a warm beige wall, with a small plant on the left",
+        ["table_scene", "mug_plain"],
+        "table_scene_right",
+        PROCEDURAL,
+    ),
+    case(
+        "add-sneaker-podium",
+        "add-object",
+        "en",
+        "Put the sneaker from image 2 on top of the round white podium in image 1, with a soft contact shadow.",
+        "a white sneaker with a blue stripe displayed on a round white podium against a pink backdrop with leaf shadows",
+        ["podium_scene", "sneaker_white"],
+        "podium_scene_top",
+        PROCEDURAL,
+    ),
+    case(
+        "add-bottle-mug-table",
+        "add-object",
+        "zh",
+        "把图2的瓶子和图3的马克杯并排摆放在图1的桌面中央。",
+        "a green glass water bottle and a terracotta mug side by side on a wooden table against a warm beige wall",
+        ["table_scene", "bottle_plain", "mug_plain"],
+        "table_scene_center",
+        PROCEDURAL,
+    ),
+    case(
+        "add-hat-chelsea",
+        "add-object",
+        "en",
+        "Put a small red knitted beanie on the cat's head.",
+        "a close-up of a tabby cat wearing a small red knitted beanie",
+        ["chelsea"],
+        None,
+        sk("chelsea"),
+    ),
     # portrait-retouch
-    case("portrait-smooth-astronaut", "portrait-retouch", "en", "Lightly smooth the skin and even out the skin tone on her face; keep her identity, expression and hair unchanged.", "a studio portrait of a smiling woman with short hair in an orange space suit, with smooth even skin", ["astronaut"], "astronaut_face", sk("astronaut")),
-    case("portrait-colorize-camera", "portrait-retouch", "zh", "为这张黑白人像照片上色：肤色自然，大衣为深灰色，草地为绿色，天空为淡蓝色。", "a color photo of a man in a dark gray coat filming with a camera on a tripod on green grass under a pale blue sky", ["camera"], None, sk("camera")),
+    case(
+        "portrait-smooth-astronaut",
+        "portrait-retouch",
+        "en",
+        "Lightly smooth the skin and even out the skin tone on her face; keep her identity, expression and hair unchanged.",
+        "a studio portrait of a smiling woman with short hair in an orange space suit, with smooth even skin",
+        ["astronaut"],
+        "astronaut_face",
+        sk("astronaut"),
+    ),
+    case(
+        "portrait-colorize-camera",
+        "portrait-retouch",
+        "zh",
+        "为这张黑白人像照片上色：肤色自然，大衣为深灰色，草地为绿色，天空为淡蓝色。",
+        "a color photo of a man in a dark gray coat filming with a camera on a tripod on green grass under a pale blue sky",
+        ["camera"],
+        None,
+        sk("camera"),
+    ),
     # product-retouch
-    case("prod-clean-box", "product-retouch", "en", "Clean up the gift box: remove the dust specks and scratches so it looks brand new.", "a spotless blue gift box with a gold ribbon and a NEW sticker on a pale pink background", ["box_dusty"], "box_dusty", PROCEDURAL),
-    case("prod-reflection-bottle", "product-retouch", "zh", "为瓶子添加柔和的倒影和接触阴影，让它看起来像专业棚拍的商品图。", "a professional studio product photo of a green glass water bottle with a soft reflection and contact shadow on a beige background", ["bottle_plain"], "bottle_plain_base", PROCEDURAL),
-    case("prod-combo-mug-box", "product-retouch", "en", "Make one clean product shot: the mug from image 1 standing in front of the gift box from image 2, on a light gray seamless background.", "a terracotta ceramic mug in front of a blue gift box with a gold ribbon on a light gray seamless background", ["mug_plain", "box_label"], None, PROCEDURAL),
+    case(
+        "prod-clean-box",
+        "product-retouch",
+        "en",
+        "Clean up the gift box: remove the dust specks and scratches so it looks brand new.",
+        "a spotless blue gift box with a gold ribbon and a NEW sticker on a pale pink background",
+        ["box_dusty"],
+        "box_dusty",
+        PROCEDURAL,
+    ),
+    case(
+        "prod-reflection-bottle",
+        "product-retouch",
+        "zh",
+        "为瓶子添加柔和的倒影和接触阴影，让它看起来像专业棚拍的商品图。",
+        "a professional studio product photo of a green glass water bottle with a soft reflection and contact shadow on a beige background",
+        ["bottle_plain"],
+        "bottle_plain_base",
+        PROCEDURAL,
+    ),
+    case(
+        "prod-combo-mug-box",
+        "product-retouch",
+        "en",
+        "Make one clean product shot: the mug from image 1 standing in front of the gift box from image 2, on a light gray seamless background.",
+        "a terracotta ceramic mug in front of a blue gift box with a gold ribbon on a light gray seamless background",
+        ["mug_plain", "box_label"],
+        None,
+        PROCEDURAL,
+    ),
 ]
 
 
@@ -711,9 +1244,11 @@ def readme(images: dict[str, Image.Image]) -> str:
         "Any change to a file here changes the set's fingerprint (`qie-bench cases validate` prints it),",
         "which makes earlier results incomparable: publish changes as a new set (`edit-v2`).",
         "",
-        f"{len(CASES)} cases ({len(CASES) - n_zh} English, {n_zh} Chinese instructions), "
-        f"{sum(len(c['images']) > 1 for c in CASES)} with several input images, "  # type: ignore[arg-type]
-        f"{sum(c['mask'] is not None for c in CASES)} with masks.",
+        (
+            f"{len(CASES)} cases ({len(CASES) - n_zh} English, {n_zh} Chinese instructions), "
+            f"{sum(len(c['images']) > 1 for c in CASES)} with several input images, "  # type: ignore[arg-type]
+            f"{sum(c['mask'] is not None for c in CASES)} with masks."
+        ),
         "",
         "| category | cases |",
         "|---|---|",
@@ -734,9 +1269,9 @@ def readme(images: dict[str, Image.Image]) -> str:
         "### Procedural images (CC0 1.0)",
         "",
         "Drawn by `scripts/make_caseset.py` with Pillow and numpy from fixed seeds; the text uses",
-        "Pillow's bundled Aileron font (SIL Open Font License 1.1). The product names and shop names",
-        "shown are invented. Released under CC0 1.0 (public domain dedication), as are all masks",
-        "and `cases.jsonl`.",
+        "the Aileron Regular font bundled with Pillow (`ImageFont.load_default`; Aileron by",
+        "dotcolon.net is CC0). Product and shop names shown are invented. The images, all masks",
+        "and `cases.jsonl` are released under CC0 1.0 (public domain dedication).",
         "",
         *[f"- `images/{n}.png`" for n in images if n not in SKIMAGE_PHOTOS],
         "",
@@ -793,7 +1328,9 @@ def generate(out_dir: str | Path) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT.relative_to(REPO_ROOT)})")
+    ap.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT.relative_to(REPO_ROOT)})"
+    )
     args = ap.parse_args(argv)
     files = generate(args.out)
     total = sum(p.stat().st_size for p in files)

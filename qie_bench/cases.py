@@ -1,0 +1,588 @@
+"""Case sets: a fixed, versioned list of (instruction, input images, optional mask) edits.
+
+A case set is a folder::
+
+    edit-v1/
+        cases.jsonl      # one JSON object per line (the manifest)
+        images/*.png     # input images, referenced from the manifest
+        masks/*.png      # optional masks: white = the edit may change it, black = must stay
+        README.md        # provenance and licenses
+
+Each manifest line has exactly the keys ``id``, ``category``, ``language``, ``instruction``,
+``target_caption``, ``images`` (1-3 paths relative to the folder), ``mask`` (path or null) and
+``source``. `load_case_set` validates everything up front, so a broken set fails in one clear
+line before any GPU time is spent, and computes a fingerprint over the manifest and every
+referenced file so that results from different set contents are never compared.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .errors import UserInputError, did_you_mean
+
+DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096  # decompression-bomb guard
+DEFAULT_MAX_INSTRUCTION_CHARS = 2000
+# CLIP's text encoder sees at most 77 tokens; a caption much longer than this is cut off
+# silently, so the tail would not count towards CLIP-Score. Refuse it instead.
+MAX_CAPTION_CHARS = 300
+MAX_IMAGES_PER_CASE = 3  # Qwen-Image-Edit-2509 takes 1-3 input images
+MAX_ID_CHARS = 64
+
+CATEGORIES: tuple[str, ...] = (
+    "remove-object",
+    "text-replace",
+    "text-add",
+    "background-change",
+    "recolor",
+    "material-style",
+    "add-object",
+    "portrait-retouch",
+    "product-retouch",
+)
+LANGUAGES: tuple[str, ...] = ("en", "zh")
+MANIFEST_NAME = "cases.jsonl"
+
+# key -> expected JSON type(s), in the documented order
+_KEYS: dict[str, tuple[type, ...]] = {
+    "id": (str,),
+    "category": (str,),
+    "language": (str,),
+    "instruction": (str,),
+    "target_caption": (str,),
+    "images": (list,),
+    "mask": (str, type(None)),
+    "source": (str,),
+}
+_ID_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+_CJK_RE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_LATIN_RE = re.compile(r"[A-Za-z]")
+# Modes a mask may have: single channel, or grey stored as RGB(A)/LA/P (checked per pixel).
+_MASK_MODES = ("1", "L", "LA", "P", "RGB", "RGBA")
+
+_FINGERPRINT_DOMAIN = b"qie-bench case set v1\0"
+# Only plain raster formats are opened. Pillow would otherwise also "open" formats such as EPS
+# by running Ghostscript, which a data folder must never be able to trigger.
+IMAGE_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One edit: instruction + 1-3 input images (+ optional mask of what may change)."""
+
+    id: str
+    category: str
+    language: str  # "en" | "zh"
+    instruction: str
+    target_caption: str  # English description of the intended result, for CLIP-Score
+    image_paths: tuple[Path, ...]  # absolute, resolved, inside the set's folder
+    mask_path: Path | None
+    source: str
+
+    def load_images(self) -> list[Image.Image]:
+        """The input images as fully loaded RGB images, in manifest order (picture 1, 2, 3)."""
+        out = []
+        for p in self.image_paths:
+            with Image.open(p, formats=IMAGE_FORMATS) as im:
+                out.append(im.convert("RGB"))  # convert() loads and detaches from the file
+        return out
+
+    def load_mask(self) -> np.ndarray | None:
+        """The mask as a bool HxW array (True = the edit may change this pixel), or None."""
+        if self.mask_path is None:
+            return None
+        with Image.open(self.mask_path, formats=IMAGE_FORMATS) as im:
+            return _mask_to_bool(im)
+
+    def seed(self, base_seed: int = 0) -> int:
+        """Generation seed derived from the case id only, so it does not depend on run order,
+        selection or resume; every variant sees the same noise for the same case."""
+        return case_seed(self.id, base_seed)
+
+
+def case_seed(case_id: str, base_seed: int = 0) -> int:
+    """32-bit seed from ``sha256(f"{base_seed}:{case_id}")`` (big-endian first 4 bytes)."""
+    return int.from_bytes(hashlib.sha256(f"{base_seed}:{case_id}".encode()).digest()[:4], "big")
+
+
+@dataclass(frozen=True)
+class CaseSet:
+    """A validated case set. ``fingerprint`` identifies its exact content."""
+
+    name: str  # folder name, e.g. "edit-v1"
+    root: Path
+    cases: tuple[Case, ...]
+    # "sha256:<hex>" over the manifest bytes and every referenced file, in manifest order
+    fingerprint: str
+    _ids: dict[str, Case] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._ids.update({c.id: c for c in self.cases})
+
+    def __len__(self) -> int:
+        return len(self.cases)
+
+    def __iter__(self) -> Iterator[Case]:
+        return iter(self.cases)
+
+    def get(self, case_id: str) -> Case:
+        try:
+            return self._ids[case_id]
+        except KeyError:
+            hint = did_you_mean(case_id, self._ids)
+            raise UserInputError(f"case set '{self.name}'", f"no case {_q(case_id)}", hint) from None
+
+    def select(self, ids_or_categories: Sequence[str]) -> CaseSet:
+        """The cases whose id or category is named, in manifest order.
+
+        An empty selection means "all" (a suite's ``select = []``). The subset gets its own
+        fingerprint (the full set's plus the selected ids), so a run over a subset is never
+        mistaken for a run over the whole set, while the same subset of the same set always
+        fingerprints the same.
+        """
+        if isinstance(ids_or_categories, str):  # a lone string would be iterated per character
+            ids_or_categories = [ids_or_categories]
+        if not ids_or_categories:
+            return self
+        used_categories = {c.category for c in self.cases}
+        for name in ids_or_categories:
+            if name in self._ids or name in used_categories:
+                continue
+            if name in CATEGORIES:
+                raise UserInputError(
+                    f"case set '{self.name}'",
+                    f"category '{name}' has no cases in this set",
+                    f"categories here: {', '.join(sorted(used_categories))}",
+                )
+            hint = did_you_mean(name, [*self._ids, *used_categories])
+            raise UserInputError(
+                f"case set '{self.name}'",
+                f"no case id or category {_q(name)}",
+                hint or "run 'qie-bench cases list DIR' to see the ids",
+            )
+        wanted = set(ids_or_categories)
+        chosen = tuple(c for c in self.cases if c.id in wanted or c.category in wanted)
+        if len(chosen) == len(self.cases):
+            return self
+        h = hashlib.sha256(_FINGERPRINT_DOMAIN + b"subset\0" + self.fingerprint.encode() + b"\0")
+        h.update("\n".join(c.id for c in chosen).encode())
+        return CaseSet(name=self.name, root=self.root, cases=chosen, fingerprint=f"sha256:{h.hexdigest()}")
+
+    def summary(self) -> dict[str, object]:
+        """Counts used by `qie-bench cases validate` and run records."""
+        langs = {lang: sum(c.language == lang for c in self.cases) for lang in LANGUAGES}
+        return {
+            "name": self.name,
+            "cases": len(self.cases),
+            "with_mask": sum(c.mask_path is not None for c in self.cases),
+            "multi_image": sum(len(c.image_paths) > 1 for c in self.cases),
+            "languages": langs,
+            "categories": {cat: n for cat in CATEGORIES if (n := sum(c.category == cat for c in self.cases))},
+            "fingerprint": self.fingerprint,
+        }
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading and validation
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _FileInfo:
+    digest: bytes
+    size: tuple[int, int] | None  # (width, height) once decoded, None with check_images=False
+    mode: str | None
+
+
+def load_case_set(
+    path: str | Path,
+    *,
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    max_instruction_chars: int = DEFAULT_MAX_INSTRUCTION_CHARS,
+    check_images: bool = True,
+) -> CaseSet:
+    """Load and validate the case set in folder ``path``.
+
+    Raises `UserInputError` naming the file, line and case at the first problem. With
+    ``check_images`` every referenced image and mask is opened and fully decoded once (so a
+    truncated file fails here, not an hour into a run); without it only the manifest, the paths
+    and the file bytes (for the fingerprint) are checked.
+    """
+    shown = Path(path)  # paths in messages are shown as the user gave them
+    root_in = Path(path).expanduser()
+    if not root_in.exists():
+        raise UserInputError(str(shown), "case-set folder does not exist", "pass the folder that holds cases.jsonl")
+    if not root_in.is_dir():
+        fix = (
+            f"pass its folder '{shown.parent}'"
+            if root_in.name == MANIFEST_NAME
+            else "pass the folder that holds cases.jsonl"
+        )
+        raise UserInputError(str(shown), "is not a directory", fix)
+    root = root_in.resolve()
+    manifest = root_in / MANIFEST_NAME
+    mshown = str(shown / MANIFEST_NAME)
+    if not manifest.is_file():
+        raise UserInputError(
+            mshown,
+            "manifest is missing",
+            f"a case set is a folder with a {MANIFEST_NAME} file, one JSON object per line",
+        )
+    raw = manifest.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")  # tolerate a BOM some editors add
+    except UnicodeDecodeError as err:
+        raise UserInputError(mshown, f"is not UTF-8 text (byte {err.start})", "save it as UTF-8") from None
+
+    cases: list[Case] = []
+    seen: dict[str, int] = {}  # id -> line
+    # each file is read (and decoded) once even when several cases share it; keyed by role
+    # too, because a file used as a mask gets the mask checks
+    files: dict[tuple[Path, bool], _FileInfo] = {}
+    refs: list[tuple[str, bytes]] = []  # (relative path, digest) in manifest order
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue  # blank lines (e.g. a trailing one) are allowed
+        where = f"{mshown}:{lineno}"
+        obj = _parse_line(line, where)
+        case_id = obj.get("id")
+        if isinstance(case_id, str) and case_id:
+            where = f"{mshown}:{lineno} (case {_q(case_id)})"
+        _check_keys(obj, where)
+        if case_id in seen:  # before the images, so a copy-pasted line fails without decoding them
+            raise UserInputError(
+                where,
+                f"duplicate id {_q(str(case_id))} (first used on line {seen[str(case_id)]})",
+                "ids must be unique",
+            )
+        case, case_refs = _validate_case(
+            obj, where, root_in, root, files, max_image_pixels, max_instruction_chars, check_images
+        )
+        seen[case.id] = lineno
+        cases.append(case)
+        refs.extend(case_refs)
+    if not cases:
+        raise UserInputError(mshown, "manifest is empty (no cases)", "add one JSON object per line")
+
+    h = hashlib.sha256(_FINGERPRINT_DOMAIN)
+    # Length-prefix the manifest and name each file, so no two different sets can hash alike
+    # by shifting bytes between manifest and files.
+    h.update(len(raw).to_bytes(8, "big") + raw)
+    for rel, digest in refs:
+        h.update(rel.encode() + b"\0" + digest)
+    return CaseSet(name=root.name, root=root, cases=tuple(cases), fingerprint=f"sha256:{h.hexdigest()}")
+
+
+def _parse_line(line: str, where: str) -> dict[str, object]:
+    def no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+        out: dict[str, object] = {}
+        for k, v in pairs:
+            if k in out:
+                raise UserInputError(where, f"key {_q(k)} appears twice", "keep one")
+            out[k] = v
+        return out
+
+    try:
+        obj = json.loads(line, object_pairs_hook=no_duplicate_keys)
+    except json.JSONDecodeError as err:
+        raise UserInputError(
+            where, f"not valid JSON: {err.msg} at column {err.colno}", "each line must be one JSON object"
+        ) from None
+    if not isinstance(obj, dict):
+        raise UserInputError(
+            where, f"expected a JSON object, got {_json_type(obj)}", "each line must be one JSON object {...}"
+        )
+    return obj
+
+
+def _check_keys(obj: dict[str, object], where: str) -> None:
+    for key in obj:
+        if key not in _KEYS:
+            hint = did_you_mean(key, _KEYS)
+            raise UserInputError(where, f"unknown key {_q(key)}", hint or f"allowed keys: {', '.join(_KEYS)}")
+    for key, types in _KEYS.items():
+        if key not in obj:
+            raise UserInputError(where, f"missing key '{key}'", f"every case needs: {', '.join(_KEYS)}")
+        if not isinstance(obj[key], types):
+            want = " or ".join(_json_type_name(t) for t in types)
+            raise UserInputError(where, f"'{key}' must be {want}, got {_json_type(obj[key])}")
+
+
+def _validate_case(
+    obj: dict[str, object],
+    where: str,
+    root_in: Path,
+    root: Path,
+    files: dict[tuple[Path, bool], _FileInfo],
+    max_image_pixels: int,
+    max_instruction_chars: int,
+    check_images: bool,
+) -> tuple[Case, list[tuple[str, bytes]]]:
+    case_id = str(obj["id"])
+    if not _ID_RE.match(case_id) or len(case_id) > MAX_ID_CHARS:
+        raise UserInputError(
+            where,
+            f"bad id {_q(case_id)}",
+            f"use lowercase letters, digits and single hyphens, at most {MAX_ID_CHARS} characters, e.g. 'rm-watermark-bottle'",
+        )
+    category = str(obj["category"])
+    if category not in CATEGORIES:
+        raise UserInputError(
+            where,
+            f"unknown category {_q(category)}",
+            did_you_mean(category, CATEGORIES) or f"one of: {', '.join(CATEGORIES)}",
+        )
+    language = str(obj["language"])
+    if language not in LANGUAGES:
+        raise UserInputError(
+            where, f"unknown language {_q(language)}", did_you_mean(language, LANGUAGES) or "use 'en' or 'zh'"
+        )
+
+    instruction = str(obj["instruction"])
+    _check_text(instruction, "instruction", where, max_instruction_chars)
+    # Catch a mislabelled language: per-language scores would silently mix otherwise.
+    n_cjk, n_latin = len(_CJK_RE.findall(instruction)), len(_LATIN_RE.findall(instruction))
+    if language == "zh" and n_cjk == 0:
+        raise UserInputError(
+            where, "language is 'zh' but the instruction has no Chinese characters", "fix 'language' or the instruction"
+        )
+    if language == "en" and n_cjk > n_latin:
+        raise UserInputError(
+            where, "language is 'en' but the instruction is mostly Chinese", "fix 'language' or the instruction"
+        )
+    caption = str(obj["target_caption"])
+    _check_text(caption, "target_caption", where, MAX_CAPTION_CHARS)
+    if _CJK_RE.search(caption):
+        raise UserInputError(
+            where,
+            "target_caption contains Chinese characters",
+            "write it in English: CLIP-Score's text encoder is English-only",
+        )
+    source = str(obj["source"])
+    if not source.strip():
+        raise UserInputError(where, "'source' is empty", "say where the images come from, e.g. 'skimage.data.coffee'")
+
+    images = obj["images"]
+    assert isinstance(images, list)
+    if not 1 <= len(images) <= MAX_IMAGES_PER_CASE:
+        raise UserInputError(
+            where, f"has {len(images)} images", f"a case takes 1 to {MAX_IMAGES_PER_CASE} input images"
+        )
+    for i, p in enumerate(images):
+        if not isinstance(p, str):
+            raise UserInputError(where, f"images[{i}] must be a string path, got {_json_type(p)}")
+    if len(set(images)) != len(images):
+        raise UserInputError(where, "lists the same image twice", "each input image once")
+
+    refs: list[tuple[str, bytes]] = []
+    image_paths: list[Path] = []
+    first_size: tuple[int, int] | None = None
+    for i, rel in enumerate(images):
+        label = f"image {_q(rel)}"
+        p = _resolve(rel, label, where, root_in, root)
+        info = _read_file(p, rel, label, where, files, check_images, max_image_pixels, is_mask=False)
+        image_paths.append(p)
+        refs.append((rel, info.digest))
+        if i == 0:
+            first_size = info.size
+
+    mask_path: Path | None = None
+    mask = obj["mask"]
+    if mask is not None:
+        assert isinstance(mask, str)
+        label = f"mask {_q(mask)}"
+        mask_path = _resolve(mask, label, where, root_in, root)
+        info = _read_file(mask_path, mask, label, where, files, check_images, max_image_pixels, is_mask=True)
+        refs.append((mask, info.digest))
+        if check_images and info.size != first_size:
+            assert info.size is not None and first_size is not None
+            raise UserInputError(
+                where,
+                f"{label} is {info.size[0]}x{info.size[1]} but the first image is {first_size[0]}x{first_size[1]}",
+                "a mask must have the first image's size",
+            )
+
+    case = Case(
+        id=case_id,
+        category=category,
+        language=language,
+        instruction=instruction,
+        target_caption=caption,
+        image_paths=tuple(image_paths),
+        mask_path=mask_path,
+        source=source,
+    )
+    return case, refs
+
+
+def _check_text(value: str, key: str, where: str, limit: int) -> None:
+    if not value.strip():
+        raise UserInputError(where, f"'{key}' is empty")
+    if len(value) > limit:
+        raise UserInputError(where, f"'{key}' is {len(value)} characters long, over the limit of {limit}", "shorten it")
+
+
+def _resolve(rel: str, label: str, where: str, root_in: Path, root: Path) -> Path:
+    """Resolve a manifest path, refusing anything that could point outside the set's folder.
+
+    A set is copied, hashed and shipped as one folder; a path outside it would make results
+    depend on files that the fingerprint does not cover (or leak arbitrary files into runs).
+    """
+    if not rel.strip():
+        raise UserInputError(where, f"{label}: empty path")
+    if "\\" in rel:
+        raise UserInputError(
+            where, f"{label}: backslash in path", "use '/' separators, relative to the case-set folder"
+        )
+    pure = PurePosixPath(rel)
+    if pure.is_absolute() or re.match(r"^[A-Za-z]:", rel):
+        raise UserInputError(
+            where, f"{label}: absolute path", "use a path relative to the case-set folder, e.g. 'images/x.png'"
+        )
+    if ".." in pure.parts:
+        raise UserInputError(
+            where, f"{label}: path escapes the case-set folder ('..')", "keep images inside the case-set folder"
+        )
+    resolved = (root_in / pure).resolve()
+    if not resolved.is_relative_to(root):
+        raise UserInputError(
+            where,
+            f"{label}: resolves outside the case-set folder (symlink to {resolved})",
+            "copy the file into the case-set folder",
+        )
+    return resolved
+
+
+def _read_file(
+    path: Path,
+    rel: str,
+    label: str,
+    where: str,
+    files: dict[tuple[Path, bool], _FileInfo],
+    check_images: bool,
+    max_pixels: int,
+    *,
+    is_mask: bool,
+) -> _FileInfo:
+    cached = files.get((path, is_mask))
+    if cached is not None:
+        return cached
+    if not path.exists():
+        raise UserInputError(where, f"{label}: file not found", "check the path, relative to the case-set folder")
+    if not path.is_file():
+        raise UserInputError(where, f"{label}: not a regular file")
+    data = path.read_bytes()
+    if not data:
+        raise UserInputError(where, f"{label}: file is empty")
+    info = _FileInfo(digest=hashlib.sha256(data).digest(), size=None, mode=None)
+    if check_images:
+        info.size, info.mode = _decode(data, label, where, max_pixels, is_mask=is_mask)
+    files[(path, is_mask)] = info
+    return info
+
+
+def _decode(data: bytes, label: str, where: str, max_pixels: int, *, is_mask: bool) -> tuple[tuple[int, int], str]:
+    """Open from memory and decode fully; check the pixel count from the header first."""
+    try:
+        with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as im:
+            # Image.open only parses the header: refuse oversized images before decoding them.
+            w, h = im.size
+            if w * h > max_pixels:
+                raise UserInputError(
+                    where,
+                    f"{label} is {w}x{h} = {w * h} pixels, over the limit of {max_pixels}",
+                    "resize it (the pipeline works at about 1 megapixel anyway)",
+                )
+            if w == 0 or h == 0:
+                raise UserInputError(where, f"{label} has zero size")
+            if getattr(im, "n_frames", 1) > 1:
+                raise UserInputError(
+                    where, f"{label} has {im.n_frames} frames", "use a single-frame image (PNG or JPEG)"
+                )
+            mode = im.mode
+            if is_mask:
+                _check_mask_mode(mode, label, where)
+            im.load()  # the full decode: catches truncated and corrupt data
+            if is_mask:
+                arr = np.asarray(im.convert("RGB") if mode in ("P", "RGB", "RGBA") else im)
+                if mode in ("P", "RGB", "RGBA") and not (
+                    np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 1], arr[..., 2])
+                ):
+                    raise UserInputError(
+                        where,
+                        f"{label} has colours, not a grey mask",
+                        "save it as a single-channel (L) PNG: white = may change, black = must stay",
+                    )
+                if not _mask_to_bool(im).any():
+                    raise UserInputError(
+                        where,
+                        f"{label} is all black (nothing may change)",
+                        "white marks where the edit may change pixels; drop the mask if everything may change",
+                    )
+            else:
+                im.convert("RGB")  # e.g. exotic 16-bit / CMYK modes must convert cleanly
+    except UserInputError:
+        raise
+    except Image.DecompressionBombError as err:
+        raise UserInputError(where, f"{label} is too large to open safely ({err})", "resize it") from None
+    except UnidentifiedImageError:
+        raise UserInputError(where, f"{label} is not a PNG, JPEG or WebP image", "convert it to PNG") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as err:
+        # Pillow reports truncated/corrupt data as OSError ("image file is truncated") and
+        # some broken headers as SyntaxError or ValueError.
+        raise UserInputError(
+            where, f"{label} is truncated or corrupt: {err}", "regenerate or re-export the file"
+        ) from None
+    return (w, h), mode
+
+
+def _check_mask_mode(mode: str, label: str, where: str) -> None:
+    if mode not in _MASK_MODES:
+        raise UserInputError(
+            where,
+            f"{label} has image mode {mode}, not a single-channel 8-bit mask",
+            "save it as a single-channel (L) PNG: white = may change, black = must stay",
+        )
+
+
+def _mask_to_bool(im: Image.Image) -> np.ndarray:
+    """True where the mask is white-ish. Alpha (LA/RGBA) is ignored: only the grey level counts."""
+    grey = im.convert("L") if im.mode != "L" else im
+    return np.asarray(grey, dtype=np.uint8) >= 128
+
+
+def _q(text: str) -> str:
+    """Quote a string from the manifest for a one-line message: 'text', or a JSON-escaped form
+    when it holds newlines or other control characters (or is very long)."""
+    if text.isprintable() and len(text) <= 120:
+        return f"'{text}'"
+    return json.dumps(text if len(text) <= 120 else text[:117] + "...", ensure_ascii=False)
+
+
+def _json_type(v: object) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "a boolean"
+    if isinstance(v, (int, float)):
+        return "a number"
+    if isinstance(v, str):
+        return "a string"
+    if isinstance(v, list):
+        return "a list"
+    if isinstance(v, dict):
+        return "an object"
+    return type(v).__name__
+
+
+def _json_type_name(t: type) -> str:
+    return {str: "a string", list: "a list", type(None): "null", dict: "an object"}.get(t, t.__name__)

@@ -1,0 +1,84 @@
+"""Suite files are validated once, when read: each problem is one line naming file and key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from qie_bench.cli import main
+from qie_bench.errors import UserInputError
+from qie_bench.suite import load_suite, parse_bytes
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_shipped_suites_validate() -> None:
+    for path in sorted((ROOT / "suites").glob("*.toml")):
+        suite = load_suite(path)
+        assert suite.case_set_dir().is_dir(), path
+        assert suite.fingerprint().startswith("sha256:")
+
+
+def test_fingerprint_ignores_formatting_but_not_content(tmp_path: Path) -> None:
+    text = (ROOT / "suites" / "smoke.toml").read_text()
+    a = tmp_path / "a.toml"
+    a.write_text(text.replace("cases/edit-v1", str(ROOT / "suites/cases/edit-v1")))
+    b = tmp_path / "b.toml"
+    b.write_text("# another comment\n" + a.read_text())
+    c = tmp_path / "c.toml"
+    c.write_text(a.read_text().replace("steps = 4", "steps = 5"))
+    assert load_suite(a).fingerprint() == load_suite(b).fingerprint()
+    assert load_suite(a).fingerprint() != load_suite(c).fingerprint()
+
+
+# (edit to smoke.toml, expected key in the message, expected words in the message)
+BAD = [
+    (("[generation]", "[generation]\nstpes = 3"), "generation.stpes", "did you mean 'steps'"),
+    (('source = "tiny"', 'source = "tinny"'), "model.source", "did you mean 'tiny'"),
+    (("width = 128", "width = 100"), "generation.width", "multiple of 16"),
+    (("repeats = 2", "repeats = 0"), "measurement.repeats", "greater than or equal to 1"),
+    (("repeats = 2", 'repeats = "two"'), "measurement.repeats", "valid integer"),
+    (('kind = "dtype"\ndtype = "bf16"', 'kind = "dtyp"\ndtype = "bf16"'), "variants[1] ('bf16').kind", "did you mean 'dtype'"),
+    (('dtype = "bf16"', 'dtype = "bf17"'), "variants[1] ('bf16').dtype", "did you mean 'bf16'"),
+    (('dtype = "bf16"', 'dtype = "bf16"\ncomponent = ["vae"]'), "variants[1] ('bf16').component", "did you mean 'components'"),
+    (('name = "bf16"', 'name = "fp32"'), "variants[1] ('fp32').name", "duplicate variant name"),
+    (('baseline_variant = "fp32"', 'baseline_variant = "fp33"'), "baseline_variant", "did you mean 'fp32'"),
+    (("[measurement]", '[measurement]\nmemory_budget = "12 gigs"'), "measurement.memory_budget", "not a size"),
+    (('source = "tiny"', 'source = "pretrained"'), "model", "needs id"),
+    (("[cases]", "[cases\n"), "smoke.toml", "malformed TOML"),
+    (('name = "smoke"', 'name = "a b"'), "name", "should match pattern"),
+    (("[model]", "[model]\ntiny_area = 3"), "model.tiny_area", "unknown key"),
+]
+
+
+@pytest.mark.parametrize("edit,key,words", BAD, ids=[b[1] + ":" + b[2][:20] for b in BAD])
+def test_bad_suite_is_one_line_error(tmp_path: Path, edit: tuple[str, str], key: str, words: str) -> None:
+    text = (ROOT / "suites" / "smoke.toml").read_text()
+    assert edit[0] in text, edit
+    path = tmp_path / "smoke.toml"
+    path.write_text(text.replace(edit[0], edit[1], 1))
+    with pytest.raises(UserInputError) as info:
+        load_suite(path)
+    msg = str(info.value)
+    assert "\n" not in msg
+    assert str(path) in msg and key in msg and words in msg, msg
+
+
+def test_cli_bad_suite_exit_2_and_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text((ROOT / "suites" / "smoke.toml").read_text().replace("steps = 4", "stpes = 4"))
+    assert main(["run", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "generation.stpes" in err and "did you mean 'steps'" in err
+    assert not (tmp_path / "out").exists(), "nothing is written for a suite that does not validate"
+
+
+def test_missing_suite_file(tmp_path: Path) -> None:
+    with pytest.raises(UserInputError, match="suite file not found"):
+        load_suite(tmp_path / "nope.toml")
+
+
+@pytest.mark.parametrize("text,expected", [("12GiB", 12 * 2**30), ("8GB", 8 * 10**9), ("512MiB", 512 * 2**20), ("1.5 GiB", int(1.5 * 2**30))])
+def test_parse_bytes(text: str, expected: int) -> None:
+    assert parse_bytes(text) == expected
