@@ -79,7 +79,7 @@ def write_suite(tmp_path: Path):
     """write_suite(variants={"fp32": "fp32"}, select=[...], ...) -> path of a tiny CPU suite."""
 
     def _write(variants: dict[str, str] | None = None, *, name: str = "t", select: list[str] | None = None,
-               steps: int = 2, repeats: int = 1, timeout: float = 60, metrics: str = 'names = []',
+               steps: int = 2, repeats: int = 1, timeout: float = 60, metrics: str = 'names = ["psnr", "ssim"]\nweights = "random"',
                extra: str = "") -> Path:
         variants = variants or {"fp32": "fp32"}
         text = TINY_SUITE.format(name=name, baseline=next(iter(variants)), cases=CASES.as_posix(),
