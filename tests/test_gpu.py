@@ -1,0 +1,83 @@
+"""GPU-only checks (skipped where there is no CUDA GPU; run on the lent H100 by the developers).
+
+They exercise what a CPU cannot: NVML sampling, the allocator figures, OOM capture under a
+memory budget, and agreement of NVML's process figure with allocator reserve + CUDA context.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from qie_bench.cli import main
+from qie_bench.results import read_records
+
+pytestmark = pytest.mark.gpu
+
+
+def test_memory_sampler_sees_an_allocation() -> None:
+    import torch
+
+    from qie_bench.runner.memory import MemorySampler, Nvml
+
+    nvml = Nvml(0)
+    assert nvml.available
+    device = torch.device("cuda", 0)
+    torch.ones(1, device=device)  # context up before the window
+    with MemorySampler(nvml, device, 0.005) as s:
+        x = torch.empty(512 * 2**20, dtype=torch.uint8, device=device)
+        x.fill_(1)
+        torch.cuda.synchronize()
+        import time
+
+        time.sleep(0.05)
+        del x
+    p = s.peaks
+    assert p.torch_peak_allocated_bytes >= 512 * 2**20
+    assert p.torch_peak_reserved_bytes >= p.torch_peak_allocated_bytes
+    assert p.peak_vram_bytes >= p.torch_peak_reserved_bytes
+    if p.peak_vram_process_bytes is not None:
+        assert p.peak_vram_process_bytes >= p.torch_peak_reserved_bytes
+
+
+def _gpu_suite(write_suite, **kw) -> Path:
+    path = write_suite(**kw)
+    path.write_text(path.read_text().replace('device = "cpu"', 'device = "cuda"'))
+    return path
+
+
+def test_nvml_agrees_with_allocator_plus_context(write_suite, tmp_path: Path) -> None:
+    suite = _gpu_suite(write_suite, variants={"bf16": "bf16"}, select=["rm-watermark-bottle", "txt-price-mug"], repeats=2)
+    out = tmp_path / "out"
+    assert main(["run", str(suite), "--out", str(out), "--no-progress"]) == 0
+    build = json.loads((out / "variants" / "bf16.build.json").read_text())
+    context = build["cuda_context_bytes"]
+    assert context is not None and 100 * 2**20 < context < 2 * 2**30
+    for rec in read_records(out / "cases.jsonl"):
+        assert rec["status"] == "OK"
+        expected = rec["torch_peak_reserved_bytes"] + context
+        if rec["peak_vram_process_bytes"] is not None:
+            assert abs(rec["peak_vram_process_bytes"] - expected) <= 0.05 * expected, rec
+        # device-level NVML also sees every other process on the GPU: never less
+        assert rec["peak_vram_bytes"] >= 0.95 * expected
+
+
+def test_oom_under_memory_budget_is_captured(write_suite, tmp_path: Path) -> None:
+    suite = _gpu_suite(write_suite, variants={"fp32": "fp32"}, select=["rm-watermark-bottle", "txt-price-mug"])
+    text = suite.read_text()
+    # 2048x2048 output with the reference encoded at 4 MP needs GiBs of VAE activations; a
+    # 1 GiB budget holds the tiny weights but not those.
+    text = text.replace("width = 64", "width = 2048").replace("height = 64", "height = 2048")
+    text = text.replace("reference_area = 4096", "reference_area = 1048576")
+    text = text.replace("[measurement]", '[measurement]\nmemory_budget = "1GiB"')
+    suite.write_text(text)
+    out = tmp_path / "out"
+    assert main(["run", str(suite), "--out", str(out), "--no-progress"]) == 0
+    recs = read_records(out / "cases.jsonl")
+    assert [r["status"] for r in recs] == ["OOM", "OOM"], [r.get("error") for r in recs]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["variants"]["fp32"]["oom_rate"] == 1.0
+    build = json.loads((out / "variants" / "fp32.build.json").read_text())
+    assert build["memory_budget_bytes"] == 2**30
