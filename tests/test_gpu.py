@@ -52,11 +52,10 @@ def test_nvml_agrees_with_allocator_plus_context(write_suite, tmp_path: Path) ->
     suite = _gpu_suite(write_suite, variants={"bf16": "bf16"}, select=["rm-watermark-bottle", "txt-price-mug"], repeats=2)
     out = tmp_path / "out"
     assert main(["run", str(suite), "--out", str(out), "--no-progress"]) == 0
-    build = json.loads((out / "variants" / "bf16.build.json").read_text())
-    context = build["cuda_context_bytes"]
-    assert context is not None and 100 * 2**20 < context < 2 * 2**30
     for rec in read_records(out / "cases.jsonl"):
         assert rec["status"] == "OK"
+        context = rec["cuda_context_bytes"]
+        assert context is not None and 100 * 2**20 < context < 4 * 2**30
         expected = rec["torch_peak_reserved_bytes"] + context
         if rec["peak_vram_process_bytes"] is not None:
             assert abs(rec["peak_vram_process_bytes"] - expected) <= 0.05 * expected, rec

@@ -90,9 +90,12 @@ class LoadedModel:
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise UserInputError("model.device", "'cuda' was asked for but no CUDA GPU is visible", "use device = 'cpu' or 'auto'")
+    if name == "cuda":
+        # An explicit index: memory caps and NVML handles are per device.
+        return torch.device("cuda", torch.cuda.current_device())
     return torch.device(name)
 
 
@@ -275,13 +278,15 @@ def model_identity_for_plan(cfg: ModelConfig) -> dict[str, Any]:
 
 
 def _quant_state_bytes(param: Any) -> int:
-    """Bytes of a bitsandbytes 4-bit quantization state (absmax, nested absmax, code) that
-    lives beside the packed weight and is not itself a parameter."""
+    """Bytes of a bitsandbytes quantization state that lives beside the quantized weight and is
+    not itself a parameter: 4-bit absmax, code and double-quant offset/nested absmax and code;
+    LLM.int8's per-row scales (`Int8Params.SCB`; its `CB` is the weight's own storage)."""
+    scb = getattr(param, "SCB", None)
+    total = scb.numel() * scb.element_size() if isinstance(scb, torch.Tensor) else 0
     state = getattr(param, "quant_state", None)
     if state is None:
-        return 0
-    total = 0
-    for name in ("absmax", "code"):
+        return total
+    for name in ("absmax", "code", "offset"):
         t = getattr(state, name, None)
         if isinstance(t, torch.Tensor):
             total += t.numel() * t.element_size()
@@ -292,6 +297,17 @@ def _quant_state_bytes(param: Any) -> int:
             if isinstance(t, torch.Tensor):
                 total += t.numel() * t.element_size()
     return total
+
+
+def _tensor_bytes(t: torch.Tensor) -> int:
+    """Bytes a tensor holds. A wrapper tensor subclass (torchao's quantized weights) reports its
+    logical dtype, not its storage: count the inner tensors it is made of instead."""
+    from torch.utils._python_dispatch import is_traceable_wrapper_subclass
+
+    if is_traceable_wrapper_subclass(t):
+        names, _ = t.__tensor_flatten__()
+        return sum(_tensor_bytes(inner) for inner in (getattr(t, n) for n in names) if isinstance(inner, torch.Tensor))
+    return t.numel() * t.element_size()
 
 
 def module_weight_bytes(module: torch.nn.Module) -> tuple[int, int]:
@@ -306,7 +322,7 @@ def module_weight_bytes(module: torch.nn.Module) -> tuple[int, int]:
         if id(p) in seen:
             continue
         seen.add(id(p))
-        total += p.numel() * p.element_size() + _quant_state_bytes(p)
+        total += _tensor_bytes(p) + _quant_state_bytes(p)
         shape = getattr(getattr(p, "quant_state", None), "shape", None)
         count += int(torch.Size(shape).numel()) if shape is not None else p.numel()
     for b in module.buffers():

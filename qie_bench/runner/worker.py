@@ -181,6 +181,9 @@ def main(spec_path: str) -> int:
                 output_finite=result.output_finite,
                 output_constant=result.output_constant,
                 **result.memory.as_record(),
+                # Measured after every edit, not once: CUDA loads kernels lazily, so the
+                # memory outside the allocator grows as new kernels are first used.
+                cuda_context_bytes=_cuda_context_bytes(nvml, loaded.device),
             )
             png = _png_bytes(result.image)
             record["output_sha256"] = "sha256:" + hashlib.sha256(png).hexdigest()
