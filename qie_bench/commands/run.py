@@ -47,13 +47,32 @@ def run_command(args: argparse.Namespace) -> int:
     if suite.model.source != "pretrained":
         console.print(f"[yellow]model weights are RANDOM ({suite.model.source}): memory and speed are real, quality is not[/]")
     t0 = time.perf_counter()
+    _terminate_on_sigterm()
     orchestrator = Orchestrator(plan, out, resume=args.resume, progress=_progress(console, plan, args.no_progress))
-    with _live(orchestrator.progress):
-        summary = orchestrator.run()
+    try:
+        with _live(orchestrator.progress):
+            summary = orchestrator.run()
+    except (KeyboardInterrupt, _Terminated) as stop:
+        console.print(f"[red]interrupted[/]: records so far are kept in {out}; finish with "
+                      f"qie-bench run {args.suite} --out {out} --resume")
+        return 143 if isinstance(stop, _Terminated) else 130
     wall = time.perf_counter() - t0
     print_summary(console, summary)
     console.print(f"wall time {wall:.1f} s; results in {out}")
     return 0
+
+
+class _Terminated(BaseException):
+    """SIGTERM, turned into an exception so `finally` blocks stop the worker and close files."""
+
+
+def _terminate_on_sigterm() -> None:
+    import signal
+
+    def handler(signum: int, frame: Any) -> None:
+        raise _Terminated()
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 class _live:

@@ -129,6 +129,7 @@ class Orchestrator:
         self.progress = progress or Progress()
         self.suite = plan.suite
         self.build_info: dict[str, dict[str, Any]] = {}
+        self._child: _Child | None = None
 
     # -- run directory ------------------------------------------------------------------------
 
@@ -179,6 +180,7 @@ class Orchestrator:
             "items": [[i.case_id, i.repeat] for i in items],
             "out_dir": str(self.out.resolve()),
             "event_fd": write_fd,
+            "parent_pid": os.getpid(),
             "baseline_variant": self.suite.baseline_variant,
         }
         spec_path = self.out / "logs" / f"{variant}.spec.json"
@@ -264,17 +266,32 @@ class Orchestrator:
             "finished_at": utc_now(),
             **body,
         }
-        log.append(record)
+        try:
+            log.append(record)
+        except OSError as err:
+            # Disk full or quota: stop cleanly. Records already written are intact (each was
+            # fsynced whole); a torn tail of this one is dropped when the run is resumed.
+            raise UserInputError(str(self.out / "cases.jsonl"), f"cannot write results ({err.strerror or err})",
+                                 "free space, then finish the run with --resume") from None
         self.progress.on_item_done(item.key, record)
 
     def _run_variant(self, run_id: str, variant: str, todo: list[Item], log: RecordLog) -> None:
+        try:
+            self._run_variant_children(run_id, variant, todo, log)
+        finally:
+            # Whatever ends the loop (a record that cannot be written, SIGTERM, Ctrl-C), no
+            # worker outlives it.
+            if self._child is not None and self._child.proc.poll() is None:
+                self._kill(self._child)
+
+    def _run_variant_children(self, run_id: str, variant: str, todo: list[Item], log: RecordLog) -> None:
         m = self.suite.measurement
         by_key = {i.key: i for i in todo}
         remaining = list(todo)
         attempt = 0
         failures = 0
         while remaining:
-            child = self._spawn(variant, remaining, attempt)
+            child = self._child = self._spawn(variant, remaining, attempt)
             finished: set[str] = set()
             outcome = self._drive(child, run_id, variant, by_key, finished, attempt, log)
             remaining = [i for i in remaining if i.key not in finished]

@@ -77,8 +77,21 @@ def _png_bytes(image: Any) -> bytes:
     return buf.getvalue()
 
 
+def _die_with_parent(parent_pid: int) -> None:
+    """Ask Linux to SIGKILL this worker when the orchestrator dies (even by SIGKILL), so an
+    orphan never keeps a GPU busy or writes into a run that is being resumed."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+    except (OSError, AttributeError):  # not Linux: the event pipe still breaks on its next write
+        return
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+
 def main(spec_path: str) -> int:
     spec = json.loads(Path(spec_path).read_text())
+    _die_with_parent(spec["parent_pid"])
     events = Events(spec["event_fd"])
     variant_name: str = spec["variant"]
     faults = _faults(variant_name)
