@@ -102,6 +102,9 @@ class MeasurementConfig(_Section):
     build_timeout_s: float = Field(3600.0, gt=0.0)
     memory_budget: str | None = Field(None, description="emulate a smaller device, e.g. '12GiB'")
     max_child_restarts: int = Field(3, ge=0, le=100)
+    offload: Literal["none", "model", "sequential", "group"] = Field(
+        "none", description="diffusers CPU offload: model (whole components), sequential (every submodule), group (transformer blocks)"
+    )
 
     @field_validator("memory_budget")
     @classmethod
@@ -155,6 +158,9 @@ class Suite(BaseModel):
     gates: dict[str, Any] = {}
 
     path: Path | None = None
+    # Command-line overrides (e.g. --vram-budget); the worker re-reads the suite file and
+    # applies them again, so they travel with the run.
+    cli_overrides: dict[str, Any] = {}
 
     def case_set_dir(self) -> Path:
         base = self.path.parent if self.path else Path.cwd()
@@ -168,7 +174,7 @@ class Suite(BaseModel):
 
     def fingerprint(self) -> str:
         """sha256 of the canonical suite content (not its path or formatting)."""
-        blob = json.dumps(self.model_dump(mode="json", exclude={"path"}), sort_keys=True, ensure_ascii=False)
+        blob = json.dumps(self.model_dump(mode="json", exclude={"path", "cli_overrides"}), sort_keys=True, ensure_ascii=False)
         return "sha256:" + hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -193,6 +199,9 @@ def load_suite(path: str | Path) -> Suite:
     """Read and validate a suite file, including each variant's own options. Raises UserInputError."""
     path = Path(path)
     raw = read_toml(path)
+    for internal in ("path", "cli_overrides"):
+        if internal in raw:
+            raise UserInputError(f"{path}: {internal}", "unknown key", "this key is set by qie-bench, not in suite files")
     metrics_cls = _metrics_config_class()
     if not isinstance(raw.get("metrics", {}), dict):
         raise UserInputError(f"{path}: metrics", "must be a table", "write [metrics] with keys under it")

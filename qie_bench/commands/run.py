@@ -15,6 +15,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=None, help="run directory (default: runs/<UTC time>-<suite name>/)")
     p.add_argument("--resume", action="store_true", help="finish an interrupted run in --out, keeping its records")
     p.add_argument("--variants", default=None, help="comma-separated subset of the suite's variants")
+    p.add_argument("--vram-budget", default=None, metavar="SIZE",
+                   help="emulate a smaller GPU, e.g. 8GiB (overrides measurement.memory_budget)")
+    p.add_argument("--offload", choices=("none", "model", "sequential", "group"), default=None,
+                   help="CPU offload mode (overrides measurement.offload)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (plain log lines)")
     p.set_defaults(handler=run_command)
 
@@ -24,7 +28,7 @@ def run_command(args: argparse.Namespace) -> int:
 
     from ..errors import UserInputError, did_you_mean
     from ..runner.orchestrator import Orchestrator, Progress, default_out_dir, make_plan
-    from ..suite import load_suite
+    from ..suite import load_suite, parse_bytes
 
     console = Console(stderr=True)
     suite = load_suite(args.suite)
@@ -38,6 +42,19 @@ def run_command(args: argparse.Namespace) -> int:
         if suite.baseline_variant and suite.baseline_variant not in wanted:
             wanted.insert(0, suite.baseline_variant)  # fidelity metrics need the baseline's outputs
         suite = suite.model_copy(update={"variants": tuple(v for v in suite.variants if v.name in wanted)})
+    overrides = {}
+    if args.vram_budget is not None:
+        try:
+            parse_bytes(args.vram_budget)
+        except ValueError as err:
+            raise UserInputError("--vram-budget", str(err)) from None
+        overrides["memory_budget"] = args.vram_budget
+    if args.offload is not None:
+        overrides["offload"] = args.offload
+    if overrides:
+        # Recorded in the suite fingerprint: a run under a budget is not comparable to one without.
+        suite = suite.model_copy(update={"measurement": suite.measurement.model_copy(update=overrides),
+                                         "cli_overrides": overrides})
     if args.resume and args.out is None:
         raise UserInputError("--resume", "needs --out DIR (the run directory to finish)")
     out = args.out or default_out_dir(suite)

@@ -176,6 +176,7 @@ class Orchestrator:
         read_fd, write_fd = os.pipe()
         spec = {
             "suite": str(self.suite.path),
+            "measurement_overrides": self.suite.cli_overrides,
             "variant": variant,
             "items": [[i.case_id, i.repeat] for i in items],
             "out_dir": str(self.out.resolve()),
@@ -300,8 +301,9 @@ class Orchestrator:
             if outcome == "fatal":
                 # The variant cannot be built; building again would fail the same way.
                 error = child.built["error"] if child.built else "build failed"
+                status = Status.OOM if child.built and child.built.get("oom") else Status.ERROR
                 for item in remaining:
-                    self._record(log, run_id, item, {"status": Status.ERROR.value, "error": error,
+                    self._record(log, run_id, item, {"status": status.value, "error": error, "phase": "build",
                                                      "stderr_tail": self._stderr_tail(child.log_path)}, attempt, child.proc.pid)
                 break
             if outcome != "restart":
@@ -353,7 +355,7 @@ class Orchestrator:
                 finished.add(item.key)
                 child.in_flight = None
             elif kind == "fatal":
-                child.built = {"error": event["error"]}
+                child.built = {"error": event["error"], "oom": bool(event.get("oom"))}
                 child.proc.wait()
                 return "fatal"
             elif kind == "eof":

@@ -100,13 +100,16 @@ def main(spec_path: str) -> int:
         import torch
 
         from ..cases import load_case_set
-        from ..models import load_model, pipeline_weight_bytes
+        from ..models import load_model, pipeline_weight_bytes, resolve_device
         from ..suite import load_suite, parse_bytes
         from ..variants import VARIANTS
         from .edit import device_usable, is_oom, release_memory, run_edit
+        from .device_limits import apply_memory_budget, apply_offload
         from .memory import Nvml
 
         suite = load_suite(spec["suite"])
+        if spec.get("measurement_overrides"):
+            suite = suite.model_copy(update={"measurement": suite.measurement.model_copy(update=spec["measurement_overrides"])})
         case_set = load_case_set(suite.case_set_dir(), max_image_pixels=suite.cases.max_image_pixels)
         cases = {c.id: c for c in case_set.cases}
         entry = suite.variant(variant_name)
@@ -115,18 +118,21 @@ def main(spec_path: str) -> int:
         torch.use_deterministic_algorithms(False)
         if faults.get("@build"):
             _trigger(faults["@build"])
+        device = resolve_device(suite.model.device)
+        nvml = Nvml(device.index or 0, enabled=device.type == "cuda")
+        m = suite.measurement
+        limits: dict[str, Any] = {"offload": m.offload}
+        # Without offload the budget caps the build too, as a small card would; with offload the
+        # pipeline is built on the GPU, moved out, and only its running footprint is capped.
+        if m.memory_budget and m.offload == "none":
+            limits.update(apply_memory_budget(device, parse_bytes(m.memory_budget), nvml))
         loaded = load_model(suite.model, variant.load_plan(suite.model.source))
         report = variant.apply(loaded)
-        nvml = Nvml(loaded.device.index or 0, enabled=loaded.device.type == "cuda")
-        budget = suite.measurement.memory_budget
-        budget_info: dict[str, Any] = {}
-        if budget:
-            budget_bytes = parse_bytes(budget)
-            if loaded.device.type != "cuda":
-                raise RuntimeError("measurement.memory_budget needs a CUDA device (it caps the torch allocator)")
-            total = torch.cuda.get_device_properties(loaded.device).total_memory
-            torch.cuda.set_per_process_memory_fraction(min(1.0, budget_bytes / total), loaded.device)
-            budget_info = {"memory_budget_bytes": budget_bytes, "device_total_bytes": total}
+        if m.offload != "none":
+            apply_offload(loaded.pipe, m.offload, device)
+            release_memory(device)
+            if m.memory_budget:
+                limits.update(apply_memory_budget(device, parse_bytes(m.memory_budget), nvml))
         weights = pipeline_weight_bytes(loaded.pipe)
         if loaded.device.type == "cuda":
             torch.cuda.synchronize(loaded.device)
@@ -147,14 +153,16 @@ def main(spec_path: str) -> int:
             "cuda_context_bytes": _cuda_context_bytes(nvml, loaded.device),
             "metric_weights": getattr(scorer, "weights_kind", None),
             "metric_descriptions": scorer.describe() if scorer else {},
-            **budget_info,
+            **limits,
         }
         events.send("built", info=built)
     except Exception as err:  # the variant cannot be built: every item of it fails alike
         from ..errors import UserInputError
+        from .edit import is_oom
 
-        events.send("fatal", error=f"{type(err).__name__}: {err}", user_error=isinstance(err, UserInputError),
-                    traceback=traceback.format_exc(limit=20))
+        # Running out of memory while loading is the answer "does not fit", not an error.
+        events.send("fatal", error=f"{type(err).__name__}: {str(err)[:2000]}", oom=is_oom(err),
+                    user_error=isinstance(err, UserInputError), traceback=traceback.format_exc(limit=20))
         return 1
 
     gen = suite.generation
