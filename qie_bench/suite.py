@@ -96,6 +96,7 @@ class GenerationConfig(_Section):
 
 class MeasurementConfig(_Section):
     warmup_runs: int = Field(1, ge=0, le=20, description="untimed edits before each case's timed repeats")
+    warmup_steps: int | None = Field(None, ge=1, le=500, description="steps of each warm-up edit (default: the real count)")
     repeats: int = Field(3, ge=1, le=100)
     nvml_period_s: float = Field(0.01, gt=0.0, le=1.0)
     case_timeout_s: float = Field(900.0, gt=0.0)
@@ -114,12 +115,24 @@ class MeasurementConfig(_Section):
         return v
 
 
+class GenerationOverrides(_Section):
+    """Generation settings one variant changes, e.g. a step-distilled setting: 4 steps, no CFG."""
+
+    steps: int | None = Field(None, ge=1, le=500)
+    true_cfg_scale: float | None = Field(None, ge=0.0, le=50.0)
+    negative_prompt: str | None = None
+
+    def as_update(self) -> dict[str, Any]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
 class VariantEntry(_Section):
     """One `[[variants]]` table. `kind` picks the registered class whose own config reads `options`."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$", max_length=64)
     kind: str
+    generation: GenerationOverrides | None = None
 
     @property
     def options(self) -> dict[str, Any]:

@@ -168,6 +168,11 @@ def main(spec_path: str) -> int:
     gen = suite.generation
     if report.generation_overrides:
         gen = gen.model_copy(update=report.generation_overrides)
+    if entry.generation is not None:  # the suite's own per-variant settings win
+        gen = gen.model_copy(update=entry.generation.as_update())
+    # Warm-up edits exist to trigger lazy initialisation (kernels, workspaces), not to be timed:
+    # they may use fewer steps than the measured edit.
+    warm_gen = gen.model_copy(update={"steps": suite.measurement.warmup_steps}) if suite.measurement.warmup_steps else gen
     out_dir = Path(spec["out_dir"])
     baseline = spec.get("baseline_variant")
     for case_id, repeat in spec["items"]:
@@ -186,7 +191,7 @@ def main(spec_path: str) -> int:
 
             if repeat == 0:
                 for _ in range(suite.measurement.warmup_runs):
-                    run_edit(loaded, images, case.instruction, gen, seed, nvml, suite.measurement.nvml_period_s)
+                    run_edit(loaded, images, case.instruction, warm_gen, seed, nvml, suite.measurement.nvml_period_s)
             result = run_edit(loaded, images, case.instruction, gen, seed, nvml, suite.measurement.nvml_period_s, on_step)
             record.update(
                 status="OK",
