@@ -1,0 +1,71 @@
+"""``MetricsConfig``: which metrics run, with which weights, on which device.
+
+This is the ``[metrics]`` table of a suite file and what ``qie-bench score`` builds from its flags.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .registry import REGISTRY
+
+
+def default_metric_names() -> tuple[str, ...]:
+    """Every registered metric, in registration order."""
+    return REGISTRY.names()
+
+
+class MetricsConfig(BaseModel):
+    """Metric selection and model settings.
+
+    ``names``        metrics to compute (default: all registered); unknown names fail with a
+                     did-you-mean hint. A comma-separated string is accepted too.
+    ``weights``      ``"real"`` pretrained weights from ``weights_dir`` or the libraries' caches
+                     (missing files are an error, never downloaded), or ``"random"``: small
+                     seeded models of the same classes, for plumbing tests; scores then mean
+                     nothing and every score set says so.
+    ``weights_dir``  extra folder searched first for real weights (layout: see ``weights.py``).
+    ``device``       where metric models run; ``"cpu"`` by default so they never compete with
+                     the model under test for GPU memory or time.
+    ``random_seed``  seed of the random-weight models.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    names: tuple[str, ...] = Field(default_factory=default_metric_names)
+    weights: Literal["real", "random"] = "real"
+    weights_dir: str | None = None
+    device: str = "cpu"
+    random_seed: int = Field(default=0, ge=0)
+
+    @field_validator("names", mode="before")
+    @classmethod
+    def _split_names(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("names")
+    @classmethod
+    def _known_names(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        if not names:
+            raise ValueError("at least one metric is needed")
+        for name in names:
+            REGISTRY.get(name)  # UnknownMetricError is a ValueError: pydantic reports it with the hint
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"metric listed twice: {', '.join(duplicates)}")
+        return names
+
+    @field_validator("device")
+    @classmethod
+    def _valid_device(cls, device: str) -> str:
+        import torch
+
+        try:
+            torch.device(device)
+        except (RuntimeError, ValueError) as err:
+            raise ValueError(f"not a torch device: {device!r} ({err})") from None
+        return device
