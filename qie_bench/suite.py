@@ -139,21 +139,6 @@ class VariantEntry(_Section):
         return dict(self.model_extra or {})
 
 
-class MetricsSection(_Section):
-    """Placeholder read when `qie_bench.metrics.config` is absent; replaced by MetricsConfig."""
-
-    model_config = ConfigDict(extra="allow", frozen=True)
-    names: tuple[str, ...] = ()
-
-
-def _metrics_config_class() -> type[BaseModel]:
-    try:
-        from .metrics.config import MetricsConfig
-    except ImportError:
-        return MetricsSection
-    return MetricsConfig
-
-
 class Suite(BaseModel):
     """A whole suite file. `path` is where it was read from (not part of the TOML)."""
 
@@ -215,7 +200,8 @@ def load_suite(path: str | Path) -> Suite:
     for internal in ("path", "cli_overrides"):
         if internal in raw:
             raise UserInputError(f"{path}: {internal}", "unknown key", "this key is set by qie-bench, not in suite files")
-    metrics_cls = _metrics_config_class()
+    from .metrics.config import MetricsConfig as metrics_cls  # the metrics package owns its section
+
     if not isinstance(raw.get("metrics", {}), dict):
         raise UserInputError(f"{path}: metrics", "must be a table", "write [metrics] with keys under it")
     for model, data, prefix in ((Suite, {**raw, "path": None}, ""), (metrics_cls, raw.get("metrics", {}), "metrics.")):
