@@ -15,6 +15,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=None, help="run directory (default: runs/<UTC time>-<suite name>/)")
     p.add_argument("--resume", action="store_true", help="finish an interrupted run in --out, keeping its records")
     p.add_argument("--variants", default=None, help="comma-separated subset of the suite's variants")
+    p.add_argument("--without-baseline", action="store_true",
+                   help="with --variants: do not add the baseline variant (no fidelity metrics)")
+    p.add_argument("--cases", default=None, metavar="IDS",
+                   help="comma-separated case ids or categories (overrides cases.select)")
     p.add_argument("--vram-budget", default=None, metavar="SIZE",
                    help="emulate a smaller GPU, e.g. 8GiB (overrides measurement.memory_budget)")
     p.add_argument("--offload", choices=("none", "model", "sequential", "group"), default=None,
@@ -40,7 +44,10 @@ def run_command(args: argparse.Namespace) -> int:
                 raise UserInputError("--variants", f"no variant named '{w}' in {args.suite}",
                                      did_you_mean(w, names) or f"variants are: {', '.join(names)}")
         if suite.baseline_variant and suite.baseline_variant not in wanted:
-            wanted.insert(0, suite.baseline_variant)  # fidelity metrics need the baseline's outputs
+            if args.without_baseline:
+                suite = suite.model_copy(update={"baseline_variant": None})
+            else:
+                wanted.insert(0, suite.baseline_variant)  # fidelity metrics need the baseline's outputs
         suite = suite.model_copy(update={"variants": tuple(v for v in suite.variants if v.name in wanted)})
     overrides = {}
     if args.vram_budget is not None:
@@ -51,6 +58,9 @@ def run_command(args: argparse.Namespace) -> int:
         overrides["memory_budget"] = args.vram_budget
     if args.offload is not None:
         overrides["offload"] = args.offload
+    if args.cases:
+        selected = tuple(c.strip() for c in args.cases.split(",") if c.strip())
+        suite = suite.model_copy(update={"cases": suite.cases.model_copy(update={"select": selected})})
     if overrides:
         # Recorded in the suite fingerprint: a run under a budget is not comparable to one without.
         suite = suite.model_copy(update={"measurement": suite.measurement.model_copy(update=overrides),

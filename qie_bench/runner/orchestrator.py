@@ -177,6 +177,7 @@ class Orchestrator:
         spec = {
             "suite": str(self.suite.path),
             "measurement_overrides": self.suite.cli_overrides,
+            "cases_select": list(self.suite.cases.select),
             "variant": variant,
             "items": [[i.case_id, i.repeat] for i in items],
             "out_dir": str(self.out.resolve()),
@@ -409,6 +410,9 @@ def build_summary(out: Path, plan: RunPlan, build_info: dict[str, dict[str, Any]
         variants[v] = summary
     env = run["environment"]
     device = next(iter(devices)) if len(devices) == 1 else None
+    if device is None and not devices:  # nothing was built (every variant failed): the suite says where
+        wanted = plan.suite.model.device
+        device = "cuda" if wanted == "cuda" or (wanted == "auto" and env.get("gpu_name")) else "cpu"
     hardware_class = (f"gpu:{env.get('gpu_name')}" if device and device.startswith("cuda") else f"cpu:{env.get('cpu')}")
     model_src = run["model"]["source"]
     summary = {

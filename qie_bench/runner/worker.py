@@ -104,12 +104,15 @@ def main(spec_path: str) -> int:
         from ..suite import load_suite, parse_bytes
         from ..variants import VARIANTS
         from .edit import device_usable, is_oom, release_memory, run_edit
+        from ..distill.context import building_for
         from .device_limits import apply_memory_budget, apply_offload
         from .memory import Nvml
 
         suite = load_suite(spec["suite"])
         if spec.get("measurement_overrides"):
             suite = suite.model_copy(update={"measurement": suite.measurement.model_copy(update=spec["measurement_overrides"])})
+        if spec.get("cases_select") is not None:
+            suite = suite.model_copy(update={"cases": suite.cases.model_copy(update={"select": tuple(spec["cases_select"])})})
         case_set = load_case_set(suite.case_set_dir(), max_image_pixels=suite.cases.max_image_pixels)
         cases = {c.id: c for c in case_set.cases}
         entry = suite.variant(variant_name)
@@ -122,17 +125,26 @@ def main(spec_path: str) -> int:
         nvml = Nvml(device.index or 0, enabled=device.type == "cuda")
         m = suite.measurement
         limits: dict[str, Any] = {"offload": m.offload}
-        # Without offload the budget caps the build too, as a small card would; with offload the
-        # pipeline is built on the GPU, moved out, and only its running footprint is capped.
-        if m.memory_budget and m.offload == "none":
+        # Real weights are quantized while loading, layer by layer, so capping the load is what a
+        # small card sees. Random weights are built in 16-bit and converted in place (or built on
+        # the GPU and then offloaded): that path is an artefact of having no checkpoint, so for
+        # them only the running footprint, after building, is capped.
+        cap_build = suite.model.source == "pretrained" and m.offload == "none"
+        if m.memory_budget and cap_build:
             limits.update(apply_memory_budget(device, parse_bytes(m.memory_budget), nvml))
         loaded = load_model(suite.model, variant.load_plan(suite.model.source))
-        report = variant.apply(loaded)
+        with building_for(suite):  # depth scoring, recovery and students need the case set
+            report = variant.apply(loaded)
+        # Building often passes through a bigger model (bf16 before nf4, all blocks before
+        # pruning); what it freed must leave the allocator's cache, or reserved memory and NVML
+        # would report the build's peak instead of the variant's footprint.
+        release_memory(device)
         if m.offload != "none":
             apply_offload(loaded.pipe, m.offload, device)
             release_memory(device)
-            if m.memory_budget:
-                limits.update(apply_memory_budget(device, parse_bytes(m.memory_budget), nvml))
+        if m.memory_budget and not cap_build:
+            limits.update(apply_memory_budget(device, parse_bytes(m.memory_budget), nvml))
+        limits["budget_caps_build"] = bool(m.memory_budget) and cap_build
         weights = pipeline_weight_bytes(loaded.pipe)
         if loaded.device.type == "cuda":
             torch.cuda.synchronize(loaded.device)
