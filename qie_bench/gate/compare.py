@@ -1,0 +1,577 @@
+"""Compare a run with a baseline: comparability first, then completeness, status and thresholds.
+
+The verdict of each check is one of PASS, FAIL, SKIP (nothing to compare for this variant, e.g.
+`ssim_vs_baseline` of the reference variant itself), NEW (a variant the baseline does not have;
+not gated) and NOT COMPARABLE. The exit code is 2 if anything is not comparable, else 1 if any
+check failed, else 0. Rules (see docs/gate.md for the reasoning):
+
+- Not comparable (exit 2): a different case-set fingerprint, suite fingerprint, model identity,
+  metric-weights kind or hardware class. Numbers from different set-ups are never compared.
+- Incomplete (FAIL): a planned item without a record. A missing variant, or a gated figure the
+  baseline has and the run does not, is a FAIL: a gate never passes because something was not
+  measured. A gated key the baseline never measured for any variant is also a FAIL.
+- Status (FAIL): a case that was OK in the baseline (every repeat OK, finite and not constant)
+  and is now OOM, ERROR, TIMEOUT, SKIPPED, missing, non-finite or constant, whatever the means say.
+- Latency (repeated timings): FAIL when the statistic (p50/p95/mean) moved beyond the threshold
+  AND the data show it moved beyond the threshold, not merely at all: van Elteren's stratified
+  rank-sum test of the current timings moved back by the threshold (one-sided p < 0.001; 0.0005
+  per side for two-sided windows), or — with at least 3 repeats per case — the change minus
+  z(0.001) bootstrap standard errors still beyond the threshold (a tail that moved without the
+  bulk). When the sample cannot reach that level at all (too few repeats), the threshold alone
+  decides.
+- Memory and static figures (peaks, weights bytes): max against the threshold, no test — the
+  allocator's peaks are near-deterministic for a fixed seed and shape.
+- OOM rate: compared exactly.
+- Quality (one value per case): paired by case id. FAIL when the mean per-case change is beyond
+  the threshold AND its 95 % bootstrap interval lies wholly on the worse side of zero, or when
+  more than 25 % of the paired cases each got worse beyond the threshold (for "%": that fraction
+  of the baseline mean), or when a case the baseline measured has no value now.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import numpy as np
+from scipy import stats as sps
+
+from ..results import Status
+from .rundata import GateRecord, RunData
+from .stats import (
+    DEFAULT_SETTINGS,
+    GateSettings,
+    fmt_p,
+    paired_bootstrap_mean,
+    statistic,
+    stratified_bootstrap,
+    van_elteren,
+)
+from .thresholds import LATENCY_KEYS, Family, Gates, Threshold, Worse, metric_family, parse_gates
+
+
+class Verdict(str, Enum):
+    PASS = "PASS"
+    FAIL = "FAIL"
+    SKIP = "SKIP"
+    NEW = "NEW"
+    NOT_COMPARABLE = "NOT COMPARABLE"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One row of the gate report (and one JUnit test case)."""
+
+    name: str  # metric / gate key, or "comparable", "complete", "status", "variant"
+    variant: str | None
+    verdict: Verdict
+    why: str
+    baseline: str = "—"
+    current: str = "—"
+    change: str = "—"
+    threshold: str = "—"
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        return self.verdict in (Verdict.FAIL, Verdict.NOT_COMPARABLE)
+
+
+@dataclass
+class GateResult:
+    baseline: RunData
+    run: RunData
+    checks: list[Check]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def comparable(self) -> bool:
+        return not any(c.verdict is Verdict.NOT_COMPARABLE for c in self.checks)
+
+    @property
+    def failures(self) -> list[Check]:
+        return [c for c in self.checks if c.failed]
+
+    @property
+    def exit_code(self) -> int:
+        if not self.comparable:
+            return 2
+        return 1 if self.failures else 0
+
+    def not_comparable_line(self) -> str:
+        """One line naming every difference with both values (for stderr)."""
+        return "; ".join(f"{c.details.get('what', 'setup')} differs (baseline {c.baseline}, run {c.current})"
+                         for c in self.checks if c.verdict is Verdict.NOT_COMPARABLE)
+
+    @property
+    def headline(self) -> str:
+        if not self.comparable:
+            return "not comparable"
+        n = len(self.failures)
+        return f"{n} regression{'s' if n != 1 else ''}" if n else "pass"
+
+
+# ---------------------------------------------------------------------------------------------
+# Formatting
+
+
+def fmt_bytes(n: float | None) -> str:
+    if n is None:
+        return "—"
+    a = abs(n)
+    if a >= 2**30:
+        return f"{n / 2**30:.2f} GiB"
+    if a >= 2**20:
+        return f"{n / 2**20:.1f} MiB"
+    if a >= 2**10:
+        return f"{n / 2**10:.1f} KiB"
+    return f"{n:.0f} B"
+
+
+def fmt_value(name: str, value: float | None) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if name.endswith("_bytes"):
+        return fmt_bytes(value)
+    if name.endswith("_s"):
+        return f"{value:.4g} s"
+    if name == "oom_rate":
+        return f"{value * 100:.1f}%"
+    if name == "params":
+        return f"{value:,.0f}"
+    return f"{value:.4g}"
+
+
+def fmt_change(name: str, relative: float | None, absolute: float | None, threshold: Threshold) -> str:
+    """The change as the threshold reads it (relative or absolute), with the other in brackets."""
+    rel = "—" if relative is None else ("+inf%" if relative == math.inf else "-inf%" if relative == -math.inf
+                                        else f"{relative * 100:+.1f}%")
+    if absolute is None:
+        return rel
+    if name.endswith("_bytes"):
+        ab = ("+" if absolute >= 0 else "-") + fmt_bytes(abs(absolute))
+    elif name == "oom_rate":
+        ab = f"{absolute * 100:+.1f} pt"
+    elif name.endswith("_s"):
+        ab = f"{absolute:+.3g} s"
+    else:
+        ab = f"{absolute:+.4g}"
+    return f"{rel} ({ab})" if threshold.relative else (f"{ab} ({rel})" if relative is not None else ab)
+
+
+def _short(fp: Any) -> str:
+    s = str(fp)
+    return s[:19] + "…" if s.startswith("sha256:") and len(s) > 20 else s
+
+
+# ---------------------------------------------------------------------------------------------
+# Comparability
+
+
+def comparability_problems(base: RunData, run: RunData) -> list[tuple[str, str, str, str]]:
+    """What differs between the two set-ups, as (what, baseline value, run value, hint)."""
+    out: list[tuple[str, str, str, str]] = []
+    bf, rf = base.fingerprint, run.fingerprint
+
+    bc, rc = bf.get("case_set") or {}, rf.get("case_set") or {}
+    if bc.get("fingerprint") != rc.get("fingerprint"):
+        out.append(("case set fingerprint",
+                    f"{bc.get('name')} {_short(bc.get('fingerprint'))} ({bc.get('cases')} cases)",
+                    f"{rc.get('name')} {_short(rc.get('fingerprint'))} ({rc.get('cases')} cases)",
+                    "the cases changed; promote a new baseline from a run of the new case set"))
+
+    bs, rs = bf.get("suite") or {}, rf.get("suite") or {}
+    if bs.get("fingerprint") != rs.get("fingerprint"):
+        parts = []
+        if bs.get("name") != rs.get("name"):
+            parts.append("suite name")
+        if base.gates != run.gates:
+            parts.append("[gates]")
+        for section in ("generation", "measurement"):
+            if getattr(base, section) and getattr(run, section) and getattr(base, section) != getattr(run, section):
+                parts.append(f"[{section}]")
+        if list(base.variants) != list(run.variants):
+            parts.append("variants")
+        if base.baseline_variant != run.baseline_variant:
+            parts.append("baseline_variant")
+        hint = ("these recorded sections differ: " + ", ".join(parts)) if parts else "the suite file changed"
+        out.append(("suite fingerprint", f"{bs.get('name')} {_short(bs.get('fingerprint'))}",
+                    f"{rs.get('name')} {_short(rs.get('fingerprint'))}", hint + "; promote a new baseline"))
+
+    bm, rm = bf.get("model") or {}, rf.get("model") or {}
+    if bm != rm:
+        keys = [k for k in dict.fromkeys([*bm, *rm]) if bm.get(k) != rm.get(k)]
+        out.append(("model", ", ".join(f"{k}={bm.get(k)!r}" for k in keys), ", ".join(f"{k}={rm.get(k)!r}" for k in keys),
+                    "the model identity (source, id, revision, seed) must match"))
+
+    bw, rw = (base.weights or {}).get("metrics"), (run.weights or {}).get("metrics")
+    if bw != rw:
+        out.append(("metric weights", repr(bw), repr(rw), "random-weight metric scores cannot be compared with real ones"))
+
+    if base.hardware_class != run.hardware_class:
+        out.append(("hardware class", repr(base.hardware_class), repr(run.hardware_class),
+                    "compare against the baseline for this hardware (baselines/<suite>/<hardware>.json)"))
+    return out
+
+
+def environment_drift(base: RunData, run: RunData) -> list[str]:
+    """Software that changed between the two runs: not a reason to refuse the comparison (that is
+    what the gate is for), but worth a line when a figure moves."""
+    be, re_ = base.fingerprint.get("environment") or {}, run.fingerprint.get("environment") or {}
+    out = [f"{k} {be.get(k)} -> {re_.get(k)}" for k in ("driver", "torch_cuda", "python") if be.get(k) != re_.get(k)]
+    bp, rp = be.get("packages") or {}, re_.get("packages") or {}
+    out += [f"{k} {bp.get(k)} -> {rp.get(k)}" for k in sorted(set(bp) | set(rp)) if bp.get(k) != rp.get(k)]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks
+
+
+def _case_problems(records: list[GateRecord], expected: int) -> list[str]:
+    """Why a case is not fine: failed repeats, broken images, repeats without a record."""
+    problems = []
+    for r in sorted(records, key=lambda r: r.repeat):
+        if not r.ok:
+            problems.append(r.status.value + (f" ({r.error[:80]})" if r.error else ""))
+        elif r.broken_output:
+            problems.append(r.broken_output)
+    if len(records) < expected:
+        problems.append("no record" if not records else f"{expected - len(records)} repeat(s) not recorded")
+    return problems
+
+
+def _status_check(base: RunData, run: RunData, variant: str) -> Check:
+    """A case that was fine in the baseline (every repeat OK, finite, not constant) and is not
+    now fails the gate, whatever the means say."""
+    b_cases, c_cases = base.cases_of(variant), run.cases_of(variant)
+    planned_per_case: dict[str, int] = {}
+    for key in run.planned_keys or []:
+        parts = key.rsplit("/", 2)
+        if len(parts) == 3 and parts[0] == variant:
+            planned_per_case[parts[1]] = planned_per_case.get(parts[1], 0) + 1
+    regressions: list[str] = []
+    still_failing = fixed = b_ok = c_ok = 0
+    for case, recs in b_cases.items():
+        good_before = not _case_problems(recs, 0)
+        problems = _case_problems(c_cases.get(case, []), planned_per_case.get(case, len(recs)))
+        b_ok += good_before
+        c_ok += not problems
+        if good_before and problems:
+            regressions.append(f"{case}: {problems[0]}")
+        elif problems:
+            still_failing += 1
+        elif not good_before:
+            fixed += 1
+    extra = [f"{still_failing} still failing as in the baseline"] if still_failing else []
+    extra += [f"{fixed} fixed"] if fixed else []
+    if regressions:
+        shown = "; ".join(regressions[:4]) + (f"; +{len(regressions) - 4} more" if len(regressions) > 4 else "")
+        why, verdict = f"{len(regressions)} case(s) OK in the baseline now fail: {shown}", Verdict.FAIL
+    else:
+        why, verdict = "every case OK in the baseline is still OK", Verdict.PASS
+    if extra:
+        why += " (" + ", ".join(extra) + ")"
+    n = len(b_cases)
+    return Check("status", variant, verdict, why, baseline=f"{b_ok}/{n} cases OK", current=f"{c_ok}/{n} cases OK",
+                 details={"regressions": regressions, "still_failing": still_failing, "fixed": fixed})
+
+
+def _has(data: RunData, variant: str, name: str) -> bool:
+    """Whether `data` has anything to compare for `name` on `variant`."""
+    family = metric_family(name)
+    if family is Family.LATENCY:
+        return bool(data.timings_by_case(variant, LATENCY_KEYS[name][0]))
+    if family is Family.MEMORY:
+        return data.memory_max(variant, name) is not None
+    if family is Family.STATIC:
+        return data.summary_value(variant, name) is not None
+    if family is Family.RATE:
+        return data.oom_rate(variant) is not None
+    return bool(data.metric_by_case(variant, name))
+
+
+def _relative(cur: float, base: float) -> float:
+    """(cur - base) / |base|, with the limits spelt out: equal values (also inf == inf) are no
+    change, and any change from 0 or to/from an infinite value is infinitely large."""
+    if base == cur:
+        return 0.0
+    if base == 0 or not math.isfinite(base) or not math.isfinite(cur):
+        return math.copysign(math.inf, cur - base) if not math.isnan(cur - base) else math.nan
+    return (cur - base) / abs(base)
+
+
+def _moved_back(values: dict[str, list[float]], thr: Threshold, up: bool) -> dict[str, list[float]] | None:
+    """The current timings moved back by the threshold. Testing these against the baseline asks
+    whether the run is slower (faster) by MORE than the threshold, not merely at all."""
+    if thr.relative:
+        factor = 1 + thr.limit if up else 1 - thr.limit
+        if factor <= 0:  # "faster by 100 % or more" cannot happen
+            return None
+        return {k: [x / factor for x in v] for k, v in values.items()}
+    delta = thr.limit if up else -thr.limit
+    return {k: [x - delta for x in v] for k, v in values.items()}
+
+
+def _latency_check(base: RunData, run: RunData, variant: str, name: str, thr: Threshold, settings: GateSettings) -> Check:
+    """Fails when the statistic moved beyond the threshold AND the data show that it did beyond
+    noise: van Elteren's test finds the timings shifted by more than the threshold (one-sided
+    p < alpha), or the stratified-bootstrap interval of the statistic's change lies wholly
+    beyond the threshold (a tail that moved without the bulk). Without enough repeats for the
+    rank test to ever reach alpha, the threshold alone decides."""
+    field_name, which = LATENCY_KEYS[name]
+    b, c = base.timings_by_case(variant, field_name), run.timings_by_case(variant, field_name)
+    b_stat = float(statistic(np.concatenate([np.asarray(v) for v in b.values()]), which))
+    c_stat = float(statistic(np.concatenate([np.asarray(v) for v in c.values()]), which))
+    rel, ab = _relative(c_stat, b_stat), c_stat - b_stat
+    change = rel if thr.relative else ab
+    beyond = thr.exceeded(change)
+    up = thr.worse is Worse.UP or (thr.worse is Worse.BOTH and change > 0)
+    alpha = settings.latency_alpha / (2 if thr.worse is Worse.BOTH else 1)
+
+    moved = _moved_back(c, thr, up)
+    test = van_elteren(b, moved) if moved is not None else None
+    testable = test is not None and test.p_min < alpha
+    p = test.p_towards(up) if test is not None else 1.0
+    rank_evidence = testable and p < alpha
+
+    # Resampling within a case needs something to resample: with one repeat the interval is the
+    # point, and with two a heavy-tailed machine (cold first repeats, host contention) makes the
+    # bootstrap of a pooled p95 far too narrow (simulated false positives of several %). The
+    # interval is shown from two repeats on and is evidence only from `min_bootstrap_repeats`.
+    reps = min(min(len(v) for v in b.values()), min(len(v) for v in c.values()))
+    boot = (stratified_bootstrap(b, c, which, settings.latency_bootstrap, settings.rng(variant, name), settings.confidence)
+            if reps >= 2 else None)
+    ci_evidence = False
+    ci_text = "no repeats to bootstrap"
+    bound_text = ""
+    if boot is not None:
+        # The tail clause uses the same level as the rank test: the change minus z(alpha) bootstrap
+        # standard errors must still be beyond the threshold. (A normal bound from the bootstrap
+        # standard error; the 0.1 % percentile of 2000 resamples would rest on two of them.)
+        z = float(sps.norm.isf(alpha))
+        point, se = (rel, boot.ratio_se) if thr.relative else (ab, boot.difference_se)
+        bound = point - z * se if up else point + z * se
+        ci_evidence = reps >= settings.min_bootstrap_repeats and (bound > thr.limit if up else bound < -thr.limit)
+        if thr.relative:
+            lo, hi = boot.ratio[0] - 1, boot.ratio[1] - 1
+            ci_text = f"{settings.confidence:.0%} CI {lo * 100:+.1f}%…{hi * 100:+.1f}%"
+            bound_text = f"{bound * 100:+.1f}%"
+        else:
+            lo, hi = boot.difference
+            ci_text = f"{settings.confidence:.0%} CI {lo:+.3g}…{hi:+.3g} s"
+            bound_text = f"{bound:+.3g} s"
+
+    paired = [k for k in b if c.get(k)]
+    worse_cases = sum(1 for k in paired if (np.median(c[k]) > np.median(b[k])) == up)
+    cases_text = f"{'slower' if up else 'faster'} in {worse_cases}/{len(paired)} cases"
+    limit = thr.describe().lstrip("+-±")
+    chg = fmt_change(name, rel, ab, thr)
+    if beyond and (rank_evidence or ci_evidence):
+        reasons = []
+        if rank_evidence:
+            reasons.append(f"the timings are significantly more than {limit} {'slower' if up else 'faster'} "
+                           f"(van Elteren p={fmt_p(p)} < {alpha:g}, {cases_text})")
+        if ci_evidence:
+            reasons.append(f"even its bootstrap bound at the same level ({bound_text}) is beyond {thr.describe()} ({ci_text})")
+        why, verdict = f"{chg} is beyond {thr.describe()}, and " + " and ".join(reasons), Verdict.FAIL
+    elif beyond and not testable and moved is not None:
+        why = (f"{chg} is beyond {thr.describe()}; too few repeats for the rank test to reach p < {alpha:g} "
+               f"(smallest possible p={fmt_p(test.p_min) if test else '—'}), so the threshold alone decides")
+        verdict = Verdict.FAIL
+    elif beyond:
+        why = (f"{chg} is beyond {thr.describe()} but not significantly: p={fmt_p(p)} ≥ {alpha:g} that it exceeds {limit}, "
+               f"bootstrap bound {bound_text or '—'} ({ci_text}), {cases_text}: within noise")
+        verdict = Verdict.PASS
+    else:
+        why, verdict = f"within {thr.describe()} ({ci_text}, {cases_text})", Verdict.PASS
+    return Check(name, variant, verdict, why, baseline=fmt_value(name, b_stat), current=fmt_value(name, c_stat),
+                 change=chg, threshold=thr.describe(),
+                 details={"baseline": b_stat, "current": c_stat, "relative_change": rel, "p_beyond_threshold": p,
+                          "alpha": alpha, "testable": testable, "rank_evidence": rank_evidence, "ci_evidence": ci_evidence,
+                          "ci_ratio": boot.ratio if boot else None, "ci_difference": boot.difference if boot else None,
+                          "strata": len(paired)})
+
+
+def _single_value_check(name: str, variant: str, b: float, c: float, thr: Threshold, what: str) -> Check:
+    rel, ab = _relative(c, b), c - b
+    change = rel if thr.relative else ab
+    beyond = thr.exceeded(change)
+    chg = fmt_change(name, rel, ab, thr)
+    why = f"{what}: {chg} is beyond {thr.describe()}" if beyond else f"{what}: within {thr.describe()}"
+    return Check(name, variant, Verdict.FAIL if beyond else Verdict.PASS, why, baseline=fmt_value(name, b),
+                 current=fmt_value(name, c), change=chg, threshold=thr.describe(),
+                 details={"baseline": b, "current": c, "relative_change": rel})
+
+
+def _oom_check(base: RunData, run: RunData, variant: str, thr: Threshold) -> Check:
+    b, c = base.oom_rate(variant), run.oom_rate(variant)
+    assert b is not None and c is not None
+
+    def count(d: RunData) -> str:
+        recs = [r for r in d.records_of(variant) if r.status is not Status.SKIPPED]
+        return f"{sum(1 for r in recs if r.status is Status.OOM)} of {len(recs)} attempts"
+
+    return _single_value_check("oom_rate", variant, b, c, thr, f"OOM in {count(run)} (baseline {count(base)})")
+
+
+def _case_change(b: float, c: float) -> float:
+    """c - b, with equal values (inf == inf: both images identical to the reference) giving 0."""
+    return 0.0 if b == c else c - b
+
+
+def _quality_check(base: RunData, run: RunData, variant: str, name: str, thr: Threshold, settings: GateSettings) -> Check:
+    b_all, c_all = base.metric_by_case(variant, name), run.metric_by_case(variant, name)
+    measured = {k: v for k, v in b_all.items() if not math.isnan(v)}
+    # A case whose item failed now has no score; the status check reports it, so it is only
+    # named here. A case that ran fine but has no score (the metric crashed) fails this check.
+    now_ok = {r.case_id for r in run.records_of(variant) if r.ok and r.repeat == 0}
+    unscored = [k for k in measured if k not in c_all or math.isnan(c_all[k])]
+    missing = sorted(k for k in unscored if k in now_ok)
+    failed_items = sorted(k for k in unscored if k not in now_ok)
+    cases = [k for k in measured if k not in unscored]
+    problems: list[str] = []
+    if missing:
+        problems.append(f"no value now for {len(missing)} of {len(measured)} case(s) the baseline measured (e.g. {missing[0]})")
+    if failed_items:
+        problems.append(f"{len(failed_items)} case(s) not scored because the item failed (see status)")
+    if not cases:  # nothing left to compare: never a pass
+        return Check(name, variant, Verdict.FAIL, "; ".join(problems) or "no case to compare", threshold=thr.describe(),
+                     baseline=fmt_value(name, float(np.mean(list(measured.values()))) if measured else None))
+    b = np.array([measured[k] for k in cases])
+    c = np.array([c_all[k] for k in cases])
+    d = np.array([_case_change(x, y) for x, y in zip(b, c)])
+    # Per-case allowance: for "%" the same fraction of the baseline MEAN for every case, so that a
+    # case whose score is near zero does not turn re-run noise into a huge relative change.
+    b_mean_all = float(np.mean(b[np.isfinite(b)])) if np.isfinite(b).any() else math.nan
+    if thr.relative:
+        scale = abs(b_mean_all) if math.isfinite(b_mean_all) and b_mean_all != 0 else math.nan
+        per_case = d / scale if math.isfinite(scale) else np.array([_relative(y, x) for x, y in zip(b, c)])
+    else:
+        per_case = d
+    worse_cases = [k for k, ch in zip(cases, per_case) if thr.exceeded(float(ch))]
+    finite = np.isfinite(d) & np.isfinite(b)
+    stat = ci = None
+    if finite.any():
+        df, bf = d[finite], b[finite]
+        mean_d = float(df.mean())
+        stat = _relative(float(bf.mean()) + mean_d, float(bf.mean())) if thr.relative else mean_d
+        ci = paired_bootstrap_mean(df, settings.rng(variant, name), settings.quality_bootstrap, settings.confidence,
+                                   scale=bf if thr.relative else None)
+    systematic = False
+    if stat is not None and ci is not None and thr.exceeded(stat):
+        worse_up = thr.worse is Worse.UP or (thr.worse is Worse.BOTH and stat > 0)
+        systematic = ci[0] > 0 if worse_up else ci[1] < 0
+    widespread = len(worse_cases) > settings.worse_case_share * len(cases)
+
+    def num(x: float) -> str:
+        return f"{x * 100:+.2f}%" if thr.relative else f"{x:+.3g}"
+
+    stat_txt = "—" if stat is None else num(stat)
+    ci_txt = "" if ci is None else f" ({settings.confidence:.0%} CI {num(ci[0])}…{num(ci[1])})"
+    parts = [f"mean change {stat_txt}{ci_txt}"]
+    if systematic:
+        parts[0] += f" is beyond {thr.describe()} and its interval excludes 0"
+    elif stat is not None and thr.exceeded(stat):
+        parts[0] += f" is beyond {thr.describe()} but its interval includes 0"
+    parts.append(f"{len(worse_cases)} of {len(cases)} cases worse beyond {thr.describe()}"
+                 + (f" (> {settings.worse_case_share:.0%}, e.g. {worse_cases[0]})" if widespread else
+                    (f" (e.g. {worse_cases[0]})" if worse_cases else "")))
+    failed = systematic or widespread or bool(missing)
+    why = "; ".join(problems + parts)
+    b_mean, c_mean = float(np.mean(b)), float(np.mean(c))
+    rel_mean = _relative(c_mean, b_mean) if math.isfinite(b_mean) and math.isfinite(c_mean) else None
+    change = (f"{stat * 100:+.1f}%" if thr.relative and stat is not None else
+              (f"{stat:+.4g}" + (f" ({rel_mean * 100:+.1f}%)" if rel_mean is not None and math.isfinite(rel_mean) else ""))
+              if stat is not None else "—")
+    return Check(name, variant, Verdict.FAIL if failed else Verdict.PASS, why, baseline=fmt_value(name, b_mean),
+                 current=fmt_value(name, c_mean), change=change, threshold=thr.describe(),
+                 details={"mean_change": stat, "ci": ci, "cases": len(cases), "worse_cases": worse_cases,
+                          "missing_cases": missing, "systematic": systematic, "widespread": widespread})
+
+
+def _metric_check(base: RunData, run: RunData, variant: str, name: str, thr: Threshold, settings: GateSettings) -> Check:
+    family = metric_family(name)
+    if not _has(base, variant, name):
+        if not any(_has(base, v, name) for v in base.variants):
+            return Check(name, variant, Verdict.FAIL,
+                         f"the baseline never measured {name} (absent or null for every variant); "
+                         "gate it only where it is measured, or promote a baseline that measures it", threshold=thr.describe())
+        return Check(name, variant, Verdict.SKIP, f"the baseline has no {name} for this variant", threshold=thr.describe())
+    if not _has(run, variant, name):
+        return Check(name, variant, Verdict.FAIL, f"not measured in this run (the baseline has {name} for {variant})",
+                     threshold=thr.describe())
+    if family is Family.LATENCY:
+        return _latency_check(base, run, variant, name, thr, settings)
+    if family is Family.MEMORY:
+        b, c = base.memory_max(variant, name), run.memory_max(variant, name)
+        assert b is not None and c is not None
+        return _single_value_check(name, variant, b, c, thr, "max over items")
+    if family is Family.STATIC:
+        b2, c2 = base.summary_value(variant, name), run.summary_value(variant, name)
+        assert b2 is not None and c2 is not None
+        return _single_value_check(name, variant, b2, c2, thr, "per variant")
+    if family is Family.RATE:
+        return _oom_check(base, run, variant, thr)
+    return _quality_check(base, run, variant, name, thr, settings)
+
+
+def compare(base: RunData, run: RunData, gates: Gates | None = None, settings: GateSettings = DEFAULT_SETTINGS) -> GateResult:
+    """Compare `run` with `base`. `gates` defaults to the run's own [gates] table (the suite as it
+    is now); a bad threshold there is a UserInputError."""
+    result = GateResult(base, run, [])
+    problems = comparability_problems(base, run)
+    if problems:
+        for what, bv, rv, hint in problems:
+            result.checks.append(Check("comparable", None, Verdict.NOT_COMPARABLE, f"{what} differs: {hint}",
+                                       baseline=bv, current=rv, details={"what": what}))
+        return result
+    result.checks.append(Check("comparable", None, Verdict.PASS,
+                               "same case set, suite, model, metric weights and hardware class"))
+
+    missing = run.missing_keys
+    if missing or not run.summary_complete:
+        n = len(run.planned_keys or [])
+        why = (f"{len(missing)} of {n} planned items have no record (e.g. {missing[0]}): an incomplete run never passes"
+               if missing else "summary.json says the run is incomplete")
+        result.checks.append(Check("complete", None, Verdict.FAIL, why + "; finish it with `qie-bench run --resume`",
+                                   current=f"{n - len(missing)}/{n} items"))
+    else:
+        n = len(run.planned_keys or [])
+        result.checks.append(Check("complete", None, Verdict.PASS, "every planned item has a record", current=f"{n}/{n} items"))
+    if base.note:
+        result.notes.append(f"baseline: {base.note}")
+    drift = environment_drift(base, run)
+    if drift:
+        result.notes.append("environment differs (compared anyway; same hardware class): " + ", ".join(drift))
+
+    if gates is None:
+        gates = parse_gates(run.gates, where=f"{run.label}: summary.json gates")
+    if run.gates != base.gates:
+        result.notes.append("the run's [gates] thresholds differ from those stored in the baseline; the run's are used")
+    if gates.empty:
+        result.notes.append("the suite has no [gates] thresholds: only completeness and case status are checked")
+    for name in gates.per_variant:
+        if name not in base.variants and not run.has_variant(name):
+            result.notes.append(f"[gates.{name}] names a variant that is in neither the baseline nor the run")
+
+    for variant in base.variants:
+        thresholds = gates.for_variant(variant)
+        if not run.has_variant(variant):
+            result.checks.append(Check("status", variant, Verdict.FAIL, f"variant '{variant}' is in the baseline but not in the run"))
+            for name, thr in thresholds.items():
+                result.checks.append(Check(name, variant, Verdict.FAIL, "not measured: the variant is missing from the run",
+                                           threshold=thr.describe()))
+            continue
+        result.checks.append(_status_check(base, run, variant))
+        for name, thr in thresholds.items():
+            result.checks.append(_metric_check(base, run, variant, name, thr, settings))
+    for variant in run.variants:
+        if variant not in base.variants:
+            result.checks.append(Check("variant", variant, Verdict.NEW,
+                                       "not in the baseline, so not gated; promote a new baseline to gate it"))
+    return result
