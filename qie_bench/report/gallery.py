@@ -1,0 +1,190 @@
+"""The per-case gallery: source | baseline | each variant, worst cases first.
+
+Images are embedded as downscaled thumbnails (JPEG, or PNG when small); the full-size files stay
+in the run directory and the sign-off records their sha256.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+from .data import Column, ReportData, num
+from .tables import fmt_num, fmt_s
+
+THUMB_PX = 224
+
+
+@dataclass
+class Thumb:
+    label: str
+    uri: str | None
+    path: Path | None
+    lines: list[str] = field(default_factory=list)
+    cls: str = ""  # 'bad' for a failed case, 'base' for the baseline
+    title: str = ""
+
+
+@dataclass
+class GalleryRow:
+    case_id: str
+    category: str
+    language: str
+    instruction: str
+    reason: str  # why it is ranked where it is
+    sources: list[Thumb]
+    outputs: list[Thumb]
+
+
+@dataclass
+class Gallery:
+    rows: list[GalleryRow]
+    omitted: int
+    order: str  # how cases are ranked
+    columns: list[str]
+    images: list[Path]  # every full-size file shown, for the sign-off's hashes
+
+
+class ThumbCache:
+    def __init__(self, px: int = THUMB_PX) -> None:
+        self.px = px
+        self._cache: dict[Path, str | None] = {}
+
+    def uri(self, path: Path | None) -> str | None:
+        if path is None:
+            return None
+        if path not in self._cache:
+            self._cache[path] = thumbnail_uri(path, self.px)
+        return self._cache[path]
+
+
+def thumbnail_uri(path: Path, px: int = THUMB_PX) -> str | None:
+    """A data URI of the image downscaled to at most `px` on its longer side (never upscaled):
+    PNG for small images (exact pixels), JPEG quality 88 otherwise. None if it cannot be read."""
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+    except (OSError, ValueError):
+        return None
+    im.thumbnail((px, px), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    if im.width * im.height <= 128 * 128:
+        im.save(buf, format="PNG", optimize=True)
+        mime = "image/png"
+    else:
+        im.save(buf, format="JPEG", quality=88, optimize=True)
+        mime = "image/jpeg"
+    return f"data:{mime};base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _case_records(col: Column, case_id: str) -> list[dict]:
+    return sorted((r for r in col.records if r.get("case_id") == case_id), key=lambda r: r.get("repeat", 0))
+
+
+def _problem(records: list[dict]) -> str | None:
+    for r in records:
+        if r.get("status") != "OK":
+            err = (r.get("error") or "").strip().splitlines()
+            return r.get("status", "?") + (f": {err[-1][:120]}" if err else "")
+        if r.get("output_finite") is False:
+            return "non-finite output"
+        if r.get("output_constant") is True:
+            return "constant output"
+    return None if records else "no record"
+
+
+def _metric_short(name: str) -> str:
+    return name.replace("_vs_baseline", " vs base").replace("_outside_mask", " outside mask")
+
+
+def build_gallery(data: ReportData, max_cases: int | None = 40, px: int = THUMB_PX) -> Gallery:
+    metric = data.primary_metric
+    direction = data.metric_directions.get(metric) if metric else None
+    cols = data.columns
+    case_ids: list[str] = []
+    for run in data.runs:
+        if run.case_set is not None:
+            case_ids += [c.id for c in run.case_set.cases]
+    for col in cols:
+        case_ids += [r["case_id"] for r in col.records if "case_id" in r]
+    case_ids = list(dict.fromkeys(case_ids))
+
+    col_median = {id(c): (statistics.median(c.latencies) if c.latencies else None) for c in cols}
+    ranked = []
+    for cid in case_ids:
+        failures = [(c, p) for c in cols if (p := _problem(_case_records(c, cid))) is not None]
+        if metric:
+            vals = [v for c in cols if not c.is_baseline
+                    and (v := c.metric_by_case(metric).get(cid)) is not None and not math.isnan(v)]
+            if vals:
+                worst = min(vals) if direction == "higher" else max(vals)
+                badness = -worst if direction == "higher" else worst
+                reason = f"worst {metric} {fmt_num(worst)}"
+            else:
+                badness, reason = -math.inf, f"no {metric}"
+        else:
+            rel = []
+            for c in cols:
+                lat = [float(r["latency_s"]) for r in _case_records(c, cid) if r.get("status") == "OK" and r.get("latency_s")]
+                if lat and col_median[id(c)]:
+                    rel.append(statistics.median(lat) / col_median[id(c)])
+            badness = max(rel) if rel else -math.inf
+            reason = f"{badness:.2f}× its variant's median latency" if rel else "no latency"
+        if failures:
+            reason = f"{len(failures)} failed: " + "; ".join(f"{c.variant} {p}" for c, p in failures[:2])
+        ranked.append((0 if failures else 1, -badness if badness != -math.inf else math.inf, cid, reason))
+    ranked.sort(key=lambda t: (t[0], t[1]))
+    order = (f"failed cases first, then by the worst {metric} over the non-baseline variants "
+             f"({'lowest' if direction == 'higher' else 'highest'} first)" if metric
+             else "failed cases first, then by latency relative to the variant's median (slowest first): "
+                  "no fidelity metric in these runs")
+    omitted = max(0, len(ranked) - max_cases) if max_cases is not None else 0
+    if max_cases is not None:
+        ranked = ranked[:max_cases]
+
+    thumbs = ThumbCache(px)
+    shown: list[Path] = []
+    rows = []
+    shown_metrics = ([metric] if metric else []) + [m for m in data.metrics if m != metric][:3]
+    for _, _, cid, reason in ranked:
+        case = next((r.case(cid) for r in data.runs if r.case(cid) is not None), None)
+        sources = []
+        if case is not None:
+            for i, p in enumerate(case.image_paths):
+                sources.append(Thumb(f"input {i + 1}" if len(case.image_paths) > 1 else "source", thumbs.uri(p), p,
+                                     [p.name]))
+                shown.append(p)
+        outputs = []
+        for col in cols:
+            recs = _case_records(col, cid)
+            path = col.run.output_image(col.variant, cid)
+            problem = _problem(recs)
+            lines = []
+            if problem:
+                lines.append(problem)
+            lat = [float(r["latency_s"]) for r in recs if r.get("status") == "OK" and r.get("latency_s") is not None]
+            if lat:
+                lines.append(f"latency {fmt_s(statistics.median(lat))}")
+            r0 = next((r for r in recs if r.get("repeat", 0) == 0 and r.get("status") == "OK"), None)
+            for m in shown_metrics:
+                v = num(((r0 or {}).get("metrics") or {}).get(m))
+                if v is not None:
+                    lines.append(f"{_metric_short(m)} {fmt_num(v)}")
+            label = col.variant + (" (baseline)" if col.is_baseline else "")
+            if len(data.runs) > 1:
+                label = f"{col.run.label} · {label}"
+            outputs.append(Thumb(label, thumbs.uri(path), path, lines, "bad" if problem else ("base" if col.is_baseline else ""),
+                                 title=str(path) if path else "no image"))
+            if path is not None:
+                shown.append(path)
+        rows.append(GalleryRow(cid, case.category if case else data.categories.get(cid, "?"),
+                               case.language if case else "", case.instruction if case else "(case set not found)",
+                               reason, sources, outputs))
+    columns = ["source"] + [t.label for t in (rows[0].outputs if rows else [])]
+    return Gallery(rows, omitted, order, columns, list(dict.fromkeys(shown)))
