@@ -17,7 +17,8 @@ COMMAND_MODULES = (
     "qie_bench.commands.cases",
     "qie_bench.commands.env",
     "qie_bench.metrics.cli",
-    "qie_bench.commands.gate", "qie_bench.commands.baseline",
+    "qie_bench.commands.baseline",
+    "qie_bench.commands.gate",
     "qie_bench.commands.report",
     "qie_bench.commands.signoff",
     "qie_bench.commands.distill",
@@ -31,13 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as err:  # a command still being built elsewhere
-            if err.name != name:
-                raise
-            continue
-        module.register(sub)
+        importlib.import_module(name).register(sub)
     return parser
 
 

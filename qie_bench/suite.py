@@ -218,6 +218,12 @@ def load_suite(path: str | Path) -> Suite:
             metrics = validated
     suite = suite.model_copy(update={"path": path.resolve(), "metrics": metrics})
     _check_variants(suite, path)
+    from .gate.thresholds import check_gate_variants, parse_gates
+
+    # Thresholds are checked here, once, so a bad gate fails when the suite is read, not at
+    # the end of a long run. The raw table stays on the suite (summary.json records it as written).
+    gates = parse_gates(raw.get("gates"), where=f"{path}: gates")
+    check_gate_variants(gates, [v.name for v in suite.variants], f"{path}: gates")
     return suite
 
 

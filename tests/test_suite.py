@@ -49,6 +49,7 @@ BAD = [
     (("[cases]", "[cases\n"), "smoke.toml", "malformed TOML"),
     (('name = "smoke"', 'name = "a b"'), "name", "should match pattern"),
     (("[model]", "[model]\ntiny_area = 3"), "model.tiny_area", "unknown key"),
+    (('latency_p95_s = "+25%"', 'latency_p95_s = "+25 percent"'), "gates", "latency_p95_s"),
 ]
 
 
