@@ -494,8 +494,14 @@ def record_workload(run: Run, record: dict[str, Any], size_cache: dict[str, Any]
     return F.edit_workload((int(width), int(height)), sizes, int(steps), bool(true_cfg), ref_area, cond_area)
 
 
-def _offload_mode(build: dict[str, Any] | None) -> str | None:
-    """'model' or 'sequential' when the variant says it offloads weights to the host, else None."""
+def _offload_mode(build: dict[str, Any] | None, measurement: dict[str, Any] | None = None) -> str | None:
+    """'model' or 'sequential' when the run or the variant offloads weights to the host, else None.
+
+    The runner's own offload (`measurement.offload`, recorded in summary.json and the build file)
+    comes first: 'group' and 'sequential' stream weights in pieces, 'model' moves whole components."""
+    mode = (build or {}).get("offload") or (measurement or {}).get("offload")
+    if mode and mode != "none":
+        return "model" if mode == "model" else "sequential"
     for where in ((build or {}).get("options") or {}, (build or {}).get("changes") or {}):
         for key, value in where.items():
             if "offload" in str(key).lower() and value not in (None, False, "", "none", "off"):
@@ -537,7 +543,7 @@ def compute_floors(col: Column, size: F.ModelSize, size_notes: list[str]) -> Flo
     shown_mem = next((label for key, label in mem_keys if any(r.get(key) is not None for r in col.ok_records)),
                      mem_keys[0][1])
     t_bytes = formats["transformer"].bytes(size.params["transformer"])
-    offload = _offload_mode(col.build)
+    offload = _offload_mode(col.build, col.run.summary.get("measurement"))
     if known is None:
         notes.append("no build record (variants/<v>.build.json): storage format unknown, memory floors not checked")
         offload = "sequential"

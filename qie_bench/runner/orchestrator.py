@@ -406,7 +406,8 @@ def build_summary(out: Path, plan: RunPlan, build_info: dict[str, dict[str, Any]
         summary["planned"] = len(plan.items[v])
         summary["complete"] = summary["records"] == summary["planned"] and summary["status_counts"]["OK"] == summary["planned"]
         summary["build"] = {k: info.get(k) for k in ("kind", "options", "device", "components", "cuda_context_bytes",
-                                                     "memory_budget_bytes", "metric_descriptions")} if info else None
+                                                     "memory_budget_bytes", "allocator_cap_bytes", "context_at_cap_bytes",
+                                                     "offload", "metric_descriptions")} if info else None
         variants[v] = summary
     env = run["environment"]
     device = next(iter(devices)) if len(devices) == 1 else None
