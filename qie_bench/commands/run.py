@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import time
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ def run_command(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from ..errors import UserInputError, did_you_mean
-    from ..runner.orchestrator import Orchestrator, Progress, default_out_dir, make_plan
+    from ..runner.orchestrator import Orchestrator, Progress, default_out_dir, make_plan, prepare_out_dir
     from ..suite import load_suite, parse_bytes
 
     console = Console(stderr=True)
@@ -69,6 +70,7 @@ def run_command(args: argparse.Namespace) -> int:
         raise UserInputError("--resume", "needs --out DIR (the run directory to finish)")
     out = args.out or default_out_dir(suite)
     plan = make_plan(suite)
+    prepare_out_dir(out, args.resume)  # refuse a bad --out before printing anything
     console.print(f"[bold]qie-bench run[/] {suite.name}: {len(plan.case_set.cases)} cases x {len(plan.variants)} variants "
                   f"x {suite.measurement.repeats} repeats = {plan.total} items -> {out}")
     if suite.model.source != "pretrained":
@@ -79,6 +81,12 @@ def run_command(args: argparse.Namespace) -> int:
     try:
         with _live(orchestrator.progress):
             summary = orchestrator.run()
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            raise
+        # The disk filled while writing run.json, a build file or summary.json: records already
+        # in cases.jsonl are whole (each is fsynced), and --resume finishes the rest.
+        raise UserInputError(str(out), f"cannot write results ({err.strerror})", "free space, then finish the run with --resume") from None
     except (KeyboardInterrupt, _Terminated) as stop:
         console.print(f"[red]interrupted[/]: records so far are kept in {out}; finish with "
                       f"qie-bench run {args.suite} --out {out} --resume")
