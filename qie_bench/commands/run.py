@@ -154,16 +154,14 @@ def _progress(console: Any, plan: Any, plain: bool) -> Any:
     return p
 
 
-def _fmt_bytes(n: Any) -> str:
-    return "—" if n is None else f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
-
-
 def _fmt_s(x: Any) -> str:
     return "—" if x is None else f"{x:.3f}"
 
 
 def print_summary(console: Any, summary: dict) -> None:
     from rich.table import Table
+
+    from ..units import fmt_bytes
 
     t = Table(title=f"{summary['fingerprint']['suite']['name']} — {summary['weights']['model']} weights, "
                     f"{summary['fingerprint']['environment']['hardware_class']}")
@@ -179,8 +177,8 @@ def print_summary(console: Any, summary: dict) -> None:
     for name, v in summary["variants"].items():
         c = v["status_counts"]
         row = [name, str(c["OK"]), str(c["OOM"]), str(c["ERROR"]), str(c["TIMEOUT"]), _fmt_s(v["latency_p50_s"]),
-               _fmt_s(v["latency_p95_s"]), _fmt_s(v["step_p50_s"]), _fmt_bytes(v["peak_vram_bytes"]),
-               _fmt_bytes(v["rss_peak_bytes"]), _fmt_bytes(v["weights_bytes"])]
+               _fmt_s(v["latency_p95_s"]), _fmt_s(v["step_p50_s"]), fmt_bytes(v["peak_vram_bytes"]),
+               fmt_bytes(v["rss_peak_bytes"]), fmt_bytes(v["weights_bytes"])]
         row += [f"{v['metrics'][m]['mean']:.4g}" if m in v.get("metrics", {}) else "—" for m in metric_names]
         t.add_row(*row)
     console.print(t)

@@ -50,6 +50,7 @@ from .stats import (
     van_elteren,
 )
 from .thresholds import LATENCY_KEYS, Family, Gates, Threshold, Worse, metric_family, parse_gates
+from ..units import fmt_bytes  # noqa: F401  (re-exported for callers of this module)
 
 
 class Verdict(str, Enum):
@@ -115,19 +116,6 @@ class GateResult:
 
 # ---------------------------------------------------------------------------------------------
 # Formatting
-
-
-def fmt_bytes(n: float | None) -> str:
-    if n is None:
-        return "—"
-    a = abs(n)
-    if a >= 2**30:
-        return f"{n / 2**30:.2f} GiB"
-    if a >= 2**20:
-        return f"{n / 2**20:.1f} MiB"
-    if a >= 2**10:
-        return f"{n / 2**10:.1f} KiB"
-    return f"{n:.0f} B"
 
 
 def fmt_value(name: str, value: float | None) -> str:

@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass, field
 
 from .data import COMPONENTS, MEASURES, Column, ReportData
+from ..units import fmt_bytes  # noqa: F401  (re-exported for callers of this module)
 
 GiB = 2**30
 
@@ -32,19 +33,6 @@ class Table:
 
 # ---------------------------------------------------------------------------------------------
 # Formatting
-
-
-def fmt_bytes(n: float | None) -> str:
-    if n is None:
-        return "—"
-    a = abs(n)
-    if a >= 2**30:
-        return f"{n / 2**30:.2f} GiB"
-    if a >= 2**20:
-        return f"{n / 2**20:.1f} MiB"
-    if a >= 2**10:
-        return f"{n / 2**10:.1f} KiB"
-    return f"{n:.0f} B"
 
 
 def fmt_s(s: float | None) -> str:
