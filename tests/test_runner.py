@@ -38,7 +38,7 @@ def oom_and_crash_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """fp32: an OOM in the middle case; bf16: a segfault in its first case."""
     tmp = tmp_path_factory.mktemp("run")
     mp = pytest.MonkeyPatch()
-    from tests.conftest import TINY_SUITE, VARIANT, CASES
+    from conftest import CASES, TINY_SUITE, VARIANT  # tests/ is on sys.path (rootdir conftest)
 
     text = TINY_SUITE.format(name="faults", baseline="fp32", cases=CASES.as_posix(), select=json.dumps(THREE), steps=2,
                              repeats=1, timeout=60, metrics="names = [\"psnr\", \"ssim\"]\nweights = \"random\"")
