@@ -35,6 +35,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=None, help="keep the run directories here")
     args = parser.parse_args()
     work = args.out or Path(tempfile.mkdtemp(prefix="qie-smoke-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
     smoke = ROOT / "suites" / "smoke.toml"
     cheap = work / "smoke-psnr-only.toml"
     text = smoke.read_text().replace("cases/edit-v1", str(ROOT / "suites" / "cases" / "edit-v1"))
