@@ -91,3 +91,22 @@ def write_suite(tmp_path: Path):
         return path
 
     return _write
+
+
+@pytest.fixture(autouse=True)
+def isolated_variant_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Built variants (pruning scores, students) are cached per test, never in ~/.cache."""
+    monkeypatch.setenv("QIE_BENCH_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """The tiny model's ops are too small for intra-op threads; on a busy 2-core machine two
+    threads make every op wait (about 10x slower, measured)."""
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)

@@ -68,19 +68,13 @@ GEN = GenerationConfig(steps=1, true_cfg_scale=1.0, width=32, height=32)
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # The tiny model's ops are too small for intra-op threads; on a busy 2-core machine two
-    # threads make every op wait (about 10x slower, measured).
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+def one_thread(torch_one_thread):
+    """Every test here runs the tiny model single-threaded (conftest.torch_one_thread)."""
 
 
-@pytest.fixture(autouse=True)
-def cache_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("QIE_BENCH_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache"
+@pytest.fixture
+def cache_dir(isolated_variant_cache):
+    return isolated_variant_cache
 
 
 @pytest.fixture(scope="module")
