@@ -44,11 +44,6 @@ def one_thread(torch_one_thread):
     """Every test here runs the tiny model single-threaded (conftest.torch_one_thread)."""
 
 
-@pytest.fixture
-def cache_dir(isolated_variant_cache):
-    return isolated_variant_cache
-
-
 @pytest.fixture(scope="module")
 def suite_path(tmp_path_factory):
     path = tmp_path_factory.mktemp("suite") / "distill.toml"

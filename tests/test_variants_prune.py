@@ -72,11 +72,6 @@ def one_thread(torch_one_thread):
     """Every test here runs the tiny model single-threaded (conftest.torch_one_thread)."""
 
 
-@pytest.fixture
-def cache_dir(isolated_variant_cache):
-    return isolated_variant_cache
-
-
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory):
     path = tmp_path_factory.mktemp("suite") / "prune.toml"
@@ -152,7 +147,7 @@ def test_depth_named_blocks_shrink_by_whole_blocks(suite, ctx, base):
     edit_twice(loaded)
 
 
-def test_depth_score_removes_the_least_influential_blocks(suite, ctx, cache_dir):
+def test_depth_score_removes_the_least_influential_blocks(suite, ctx, isolated_variant_cache):
     loaded, report = build(suite, ctx, blocks=2, calibration_cases=2)
     ch = report.changes
     scores = ch["block_influence"]["image"]

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic_core import PydanticCustomError
 
 from ..errors import UserInputError, did_you_mean
 from ..validation import describe_validation_error
@@ -32,6 +33,14 @@ class VariantOptions(BaseModel):
     """Base of every variant's options; unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def option_conflict(cls: type, key: str, message: str, value: Any) -> ValidationError:
+    """A validation error located at option `key` (e.g. one only read by another `method`), so
+    the suite error names that option."""
+    return ValidationError.from_exception_data(
+        cls.__name__, [{"type": PydanticCustomError("option_conflict", "{message}", {"message": message}),
+                        "loc": (key,), "input": value}])
 
 
 @dataclass

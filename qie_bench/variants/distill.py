@@ -57,15 +57,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_core import PydanticCustomError
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..distill import surgery
 from ..distill.surgery import component_dtypes
 from ..distill.train import TrainingConfig
 from ..errors import UserInputError
 from ..models import LoadPlan, module_weight_bytes
-from .base import DTYPES, VARIANTS, Variant, VariantOptions, VariantReport
+from .base import DTYPES, VARIANTS, Variant, VariantOptions, VariantReport, option_conflict
 
 log = logging.getLogger(__name__)
 
@@ -127,12 +126,6 @@ def scheduler_config(base: dict[str, Any], preset: str, overrides: SchedulerOver
     return cfg
 
 
-def _conflict(cls: type, key: str, message: str, value: Any) -> ValidationError:
-    return ValidationError.from_exception_data(
-        cls.__name__, [{"type": PydanticCustomError("option_conflict", "{message}", {"message": message}),
-                        "loc": (key,), "input": value}])
-
-
 class DistillOptions(VariantOptions):
     method: Literal["lora", "student"]
     # lora
@@ -172,28 +165,28 @@ class DistillOptions(VariantOptions):
         if o.method == "lora":
             for key in _STUDENT_ONLY:
                 if key in given:
-                    raise _conflict(cls, key, "is only read when method = 'student'", getattr(o, key))
+                    raise option_conflict(cls, key, "is only read when method = 'student'", getattr(o, key))
             if o.lora is None:
-                raise _conflict(cls, "lora", "method = 'lora' needs lora = the LoRA's .safetensors file", None)
+                raise option_conflict(cls, "lora", "method = 'lora' needs lora = the LoRA's .safetensors file", None)
             if o.steps is None:
-                raise _conflict(cls, "steps", "method = 'lora' needs steps = the LoRA's step count (e.g. 4 or 8)", None)
+                raise option_conflict(cls, "steps", "method = 'lora' needs steps = the LoRA's step count (e.g. 4 or 8)", None)
         else:
             for key in _LORA_ONLY:
                 if key in given:
-                    raise _conflict(cls, key, "is only read when method = 'lora'", getattr(o, key))
+                    raise option_conflict(cls, key, "is only read when method = 'lora'", getattr(o, key))
             if not o.train_if_missing:
                 for key in ("student_layers", "init", "training"):
                     if key in given:
-                        raise _conflict(cls, key, "is only read when train_if_missing = true", getattr(o, key))
+                        raise option_conflict(cls, key, "is only read when train_if_missing = true", getattr(o, key))
                 if o.checkpoint is None:
-                    raise _conflict(cls, "checkpoint", "method = 'student' needs checkpoint = DIR (from `qie-bench "
+                    raise option_conflict(cls, "checkpoint", "method = 'student' needs checkpoint = DIR (from `qie-bench "
                                     "distill`), or train_if_missing = true with student_layers", None)
                 if not Path(o.checkpoint).expanduser().is_dir():
-                    raise _conflict(cls, "checkpoint", f"student checkpoint folder '{o.checkpoint}' not found "
+                    raise option_conflict(cls, "checkpoint", f"student checkpoint folder '{o.checkpoint}' not found "
                                     f"(relative paths are read from {Path.cwd()}); make it with `qie-bench distill`, "
                                     "or set train_if_missing = true", o.checkpoint)
             elif o.student_layers is None:
-                raise _conflict(cls, "student_layers", "train_if_missing = true needs student_layers = K "
+                raise option_conflict(cls, "student_layers", "train_if_missing = true needs student_layers = K "
                                 "(fewer than the model's blocks)", None)
         return o
 

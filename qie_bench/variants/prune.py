@@ -59,8 +59,7 @@ import warnings
 from typing import Any, Literal
 
 import torch
-from pydantic import Field, ValidationError
-from pydantic_core import PydanticCustomError
+from pydantic import Field
 from torch import nn
 
 from ..distill import surgery
@@ -69,7 +68,7 @@ from ..distill.surgery import component_dtypes
 from ..distill.train import TrainingConfig
 from ..errors import UserInputError
 from ..models import LoadPlan, module_weight_bytes
-from .base import DTYPES, VARIANTS, Variant, VariantOptions, VariantReport
+from .base import DTYPES, VARIANTS, Variant, VariantOptions, VariantReport, option_conflict
 
 log = logging.getLogger(__name__)
 
@@ -78,13 +77,6 @@ _DEPTH_ONLY = ("blocks", "blocks_to_remove", "importance", "calibration_cases", 
 _WIDTH_ONLY = ("pruning_ratio", "mlps", "round_to")
 # Above this many removed channel indices in total, `changes` records counts and a hash only.
 _MAX_LISTED_CHANNELS = 4096
-
-
-def _conflict(cls: type, key: str, message: str, value: Any) -> ValidationError:
-    """A validation error located at `key`, so the suite error names the option."""
-    return ValidationError.from_exception_data(
-        cls.__name__, [{"type": PydanticCustomError("option_conflict", "{message}", {"message": message}),
-                        "loc": (key,), "input": value}])
 
 
 class PruneOptions(VariantOptions):
@@ -111,32 +103,32 @@ class PruneOptions(VariantOptions):
         if opts.method == "depth":
             for key in _WIDTH_ONLY:
                 if key in given:
-                    raise _conflict(cls, key, "is only read when method = 'width'", getattr(opts, key))
+                    raise option_conflict(cls, key, "is only read when method = 'width'", getattr(opts, key))
             if opts.blocks is None and opts.blocks_to_remove is None:
-                raise _conflict(cls, "blocks", "method = 'depth' needs blocks = K (how many to remove) or "
+                raise option_conflict(cls, "blocks", "method = 'depth' needs blocks = K (how many to remove) or "
                                 "blocks_to_remove = [...]", None)
             if opts.blocks is not None and opts.blocks_to_remove is not None:
-                raise _conflict(cls, "blocks_to_remove", "give blocks or blocks_to_remove, not both", opts.blocks_to_remove)
+                raise option_conflict(cls, "blocks_to_remove", "give blocks or blocks_to_remove, not both", opts.blocks_to_remove)
             if opts.blocks_to_remove is not None:
                 if "importance" in given:
-                    raise _conflict(cls, "importance", "is not read when blocks_to_remove names the blocks", opts.importance)
+                    raise option_conflict(cls, "importance", "is not read when blocks_to_remove names the blocks", opts.importance)
                 if any(i < 0 for i in opts.blocks_to_remove):
-                    raise _conflict(cls, "blocks_to_remove", "block indices start at 0", opts.blocks_to_remove)
+                    raise option_conflict(cls, "blocks_to_remove", "block indices start at 0", opts.blocks_to_remove)
                 if len(set(opts.blocks_to_remove)) != len(opts.blocks_to_remove):
-                    raise _conflict(cls, "blocks_to_remove", "lists a block twice", opts.blocks_to_remove)
+                    raise option_conflict(cls, "blocks_to_remove", "lists a block twice", opts.blocks_to_remove)
         else:
             for key in _DEPTH_ONLY:
                 if key in given:
-                    raise _conflict(cls, key, "is only read when method = 'depth'", getattr(opts, key))
+                    raise option_conflict(cls, key, "is only read when method = 'depth'", getattr(opts, key))
             if opts.pruning_ratio is None:
-                raise _conflict(cls, "pruning_ratio", "method = 'width' needs pruning_ratio (0 < ratio <= 0.4)", None)
+                raise option_conflict(cls, "pruning_ratio", "method = 'width' needs pruning_ratio (0 < ratio <= 0.4)", None)
             if len(set(opts.mlps)) != len(opts.mlps):
-                raise _conflict(cls, "mlps", "lists an MLP twice", opts.mlps)
+                raise option_conflict(cls, "mlps", "lists an MLP twice", opts.mlps)
         if "steps" in opts.recovery.model_fields_set:
-            raise _conflict(cls, "recovery", "set the number of steps with recovery_steps, not recovery.steps",
+            raise option_conflict(cls, "recovery", "set the number of steps with recovery_steps, not recovery.steps",
                             opts.recovery.steps)
         if opts.recovery.model_fields_set and opts.recovery_steps == 0:
-            raise _conflict(cls, "recovery", "is only read when recovery_steps > 0", opts.recovery.model_dump())
+            raise option_conflict(cls, "recovery", "is only read when recovery_steps > 0", opts.recovery.model_dump())
         return opts
 
 
