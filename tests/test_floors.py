@@ -212,6 +212,14 @@ def test_fit_on_consumer_gpus() -> None:
     bf16 = {c: F.WeightFormat.of("bf16") for c in size.params}
     assert F.fit_on_gpu(size, bf16, w, gpu_by_key("h100-sxm")).verdict == "fits"
     assert F.fit_on_gpu(size, bf16, w, gpu_by_key("l40s")).verdict == "needs model offload"
+    # NF4 transformer (9.5 GiB) with the bf16 text encoder (15.4 GiB) on a 12 GiB card: the
+    # transformer fits, the encoder does not. Block offload of the encoder, once per edit;
+    # nothing streams per forward (was negative: 12 - 9.51 - 0.05 GiB).
+    nf4_tr = {"transformer": F.WeightFormat.of("nf4"), "text_encoder": F.WeightFormat.of("bf16"),
+              "vae": F.WeightFormat.of("bf16")}
+    fit = F.fit_on_gpu(size, nf4_tr, w, gpu_by_key("rtx-3060"))
+    assert fit.verdict == "needs block offload" and fit.streamed_per_forward_bytes == 0
+    assert fit.host_bytes_per_edit / GiB == pytest.approx(15.4 + 0.24, abs=0.1)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -80,3 +80,40 @@ def test_oom_under_memory_budget_is_captured(write_suite, tmp_path: Path) -> Non
     assert summary["variants"]["fp32"]["oom_rate"] == 1.0
     build = json.loads((out / "variants" / "fp32.build.json").read_text())
     assert build["memory_budget_bytes"] == 2**30
+    for rec in recs:
+        # Where it ran out, and that the cap held: the VAE (encoding the 4 MP reference or
+        # decoding the 2048² output) is what needs the memory, and the allocator never reserved
+        # more than the cap allowed.
+        where = rec["at_failure"]
+        assert where["phase"] in ("encode", "decode"), where
+        assert 0 < where["torch_peak_reserved_bytes"] <= build["allocator_cap_bytes"]
+
+
+NF4_BOTH = """
+[[variants]]
+name = "nf4-all"
+kind = "nf4"
+components = ["transformer", "text_encoder"]
+compute_dtype = "bf16"
+"""
+
+
+def test_group_offload_runs_4bit_layers_and_changes_no_output(write_suite, tmp_path: Path) -> None:
+    """bitsandbytes 4-bit layers under diffusers' group offloading: their quant states are not
+    parameters, so qie-bench keeps them on the GPU; the edit must then match the same variant
+    without offload bit for bit (offloading moves weights, it must not change numbers)."""
+    suite = _gpu_suite(write_suite, variants={"bf16": "bf16"}, select=["rm-watermark-bottle"], extra=NF4_BOTH)
+    plain, grouped = tmp_path / "plain", tmp_path / "group"
+    assert main(["run", str(suite), "--out", str(plain), "--no-progress", "--variants", "nf4-all",
+                 "--without-baseline"]) == 0
+    assert main(["run", str(suite), "--out", str(grouped), "--no-progress", "--variants", "nf4-all",
+                 "--without-baseline", "--offload", "group"]) == 0
+    (a,), (b,) = read_records(plain / "cases.jsonl"), read_records(grouped / "cases.jsonl")
+    assert a["status"] == b["status"] == "OK", b.get("error")
+    assert a["output_sha256"] == b["output_sha256"]
+    build = json.loads((grouped / "variants" / "nf4-all.build.json").read_text())
+    assert build["offload"] == "group"
+    assert build["group_offload"]["resident_quant_state_bytes"] > 0
+    # the blocks left the GPU: less resident than without offload
+    plain_build = json.loads((plain / "variants" / "nf4-all.build.json").read_text())
+    assert b["torch_peak_allocated_bytes"] < a["torch_peak_allocated_bytes"], (plain_build["weights_bytes"], b)

@@ -61,6 +61,11 @@ def test_oom_is_recorded_and_the_run_continues(oom_and_crash_run: Path) -> None:
     oom = recs["fp32/txt-price-mug/0"]
     assert oom["status"] == "OOM" and "OutOfMemoryError" in oom["error"]
     assert recs["fp32/add-hat-chelsea/0"]["status"] == "OK", "the case after the OOM ran in the same variant"
+    # The fault fires in the first step's callback: the record says the edit died while
+    # denoising, one step in, and what memory it had reached (RSS on the CPU, no VRAM).
+    where = oom["at_failure"]
+    assert (where["phase"], where["steps_done"], where["warmup"]) == ("denoise", 1, False)
+    assert where["rss_peak_bytes"] > 0 and where["peak_vram_bytes"] is None
     summary = json.loads((oom_and_crash_run / "summary.json").read_text())
     fp32 = summary["variants"]["fp32"]
     assert fp32["status_counts"] == {"OK": 2, "OOM": 1, "ERROR": 0, "TIMEOUT": 0, "SKIPPED": 0}
@@ -158,6 +163,22 @@ def test_resume_refuses_changed_suite(write_suite, tmp_path: Path, monkeypatch: 
     assert _run(suite, out, monkeypatch, None, "--resume") == 2
     assert "suite fingerprint changed" in capsys.readouterr().err
     assert (out / "cases.jsonl").read_bytes() == before, "nothing already written is damaged"
+
+
+def test_size_override_reaches_the_worker_and_the_fingerprint(write_suite, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    suite = write_suite({"fp32": "fp32"}, select=THREE[:1])
+    out = tmp_path / "out"
+    assert _run(suite, out, monkeypatch, None, "--size", "48x32") == 0
+    (rec,) = read_records(out / "cases.jsonl")
+    assert (rec["output_width"], rec["output_height"]) == (48, 32)
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["generation"]["width"], summary["generation"]["height"]) == (48, 32)
+    # another size is another suite: resuming this run at 64x64 is refused
+    before = (out / "cases.jsonl").read_bytes()
+    assert _run(suite, out, monkeypatch, None, "--resume") == 2
+    assert "suite fingerprint changed" in capsys.readouterr().err
+    assert (out / "cases.jsonl").read_bytes() == before
 
 
 def test_out_dir_that_is_a_file(write_suite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="emulate a smaller GPU, e.g. 8GiB (overrides measurement.memory_budget)")
     p.add_argument("--offload", choices=("none", "model", "sequential", "group"), default=None,
                    help="CPU offload mode (overrides measurement.offload)")
+    p.add_argument("--size", default=None, metavar="WxH",
+                   help="output size, e.g. 512x512 (overrides generation.width/height; the same suite at another resolution)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (plain log lines)")
     p.set_defaults(handler=run_command)
 
@@ -59,13 +62,22 @@ def run_command(args: argparse.Namespace) -> int:
         overrides["memory_budget"] = args.vram_budget
     if args.offload is not None:
         overrides["offload"] = args.offload
+    size_overrides = {}
+    if args.size is not None:
+        m = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", args.size)
+        if not m or not all(16 <= int(v) <= 8192 and int(v) % 16 == 0 for v in m.groups()):
+            raise UserInputError("--size", f"'{args.size}' is not WIDTHxHEIGHT in pixels",
+                                 "give two multiples of 16 between 16 and 8192, e.g. --size 512x512")
+        size_overrides = {"width": int(m.group(1)), "height": int(m.group(2))}
     if args.cases:
         selected = tuple(c.strip() for c in args.cases.split(",") if c.strip())
         suite = suite.model_copy(update={"cases": suite.cases.model_copy(update={"select": selected})})
-    if overrides:
-        # Recorded in the suite fingerprint: a run under a budget is not comparable to one without.
+    if overrides or size_overrides:
+        # Recorded in the suite fingerprint: a run under a budget or at another size is not
+        # comparable to one without.
         suite = suite.model_copy(update={"measurement": suite.measurement.model_copy(update=overrides),
-                                         "cli_overrides": overrides})
+                                         "generation": suite.generation.model_copy(update=size_overrides),
+                                         "cli_overrides": {"measurement": overrides, "generation": size_overrides}})
     if args.resume and args.out is None:
         raise UserInputError("--resume", "needs --out DIR (the run directory to finish)")
     out = args.out or default_out_dir(suite)

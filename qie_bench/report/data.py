@@ -135,6 +135,23 @@ class Run:
         return list(self.summary["variants"])
 
     @property
+    def memory_budget(self) -> str | None:
+        """The emulated card size (`--vram-budget`), or None for the whole device."""
+        return (self.summary.get("measurement") or {}).get("memory_budget")
+
+    @property
+    def offload(self) -> str:
+        return (self.summary.get("measurement") or {}).get("offload") or "none"
+
+    @property
+    def settings_label(self) -> str:
+        """What a reader needs to tell apart runs of one GPU: budget and offload mode."""
+        parts = [f"{self.memory_budget} budget"] if self.memory_budget else []
+        if self.offload != "none":
+            parts.append(f"{self.offload} offload")
+        return " · ".join(parts)
+
+    @property
     def baseline_variant(self) -> str | None:
         b = self.summary.get("baseline_variant")
         return b if b in self.summary["variants"] else None
@@ -648,7 +665,11 @@ class ReportData:
 
 
 def _label_runs(runs: list[Run]) -> None:
+    """Name each run by its GPU; where one GPU ran several, by its budget and offload mode too,
+    and by run id only where even those are the same."""
     names = [r.hardware_name for r in runs]
+    names = [n if names.count(n) == 1 or not r.settings_label else f"{n} · {r.settings_label}"
+             for r, n in zip(runs, names)]
     for r, n in zip(runs, names):
         r.label = n if names.count(n) == 1 else f"{n} ({r.run_id[:8]})"
 

@@ -467,8 +467,9 @@ def fit_on_gpu(size: ModelSize, formats: Mapping[str, WeightFormat], w: Workload
     - fits: every component resident at once.
     - needs model offload: only one component fits at a time; each edit moves the others over
       PCIe (at least once per edit).
-    - needs block offload: the transformer alone does not fit; every forward streams at least
-      the part that cannot stay resident over PCIe.
+    - needs block offload: some component alone does not fit. If it is the transformer, every
+      forward streams at least the part that cannot stay resident over PCIe; if only another
+      component (the bf16 text encoder on a 12 GiB card), that one streams once per edit.
     """
     mem = memory_floor(size, formats, w.image_tokens + w.text_tokens)
     compute = formats.get("transformer", WeightFormat.of("bf16")).computes
@@ -483,7 +484,9 @@ def fit_on_gpu(size: ModelSize, formats: Mapping[str, WeightFormat], w: Workload
         host = sum(mem.component_bytes.values())
     else:
         verdict = "needs block offload"
-        streamed = mem.transformer_bytes + mem.activation_bytes - cap
+        # Never negative: when the transformer fits and only the text encoder does not, nothing
+        # streams per forward (it showed as "streams ≥ -2.38 GiB per forward" before).
+        streamed = max(0.0, mem.transformer_bytes + mem.activation_bytes - cap)
         host = sum(b for c, b in mem.component_bytes.items() if c != "transformer")
     tf = forward_time_floor(flops, mem.transformer_bytes, gpu, compute, streamed_bytes=streamed, forwards=w.forwards,
                             use_measured=use_measured)

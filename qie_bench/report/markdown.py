@@ -40,7 +40,7 @@ def render_markdown(ctx: PageContext) -> str:
         lines.append(f"- {n}")
     if ctx.data.notes:
         lines.append("")
-    tables = [ctx.tables["speed"], ctx.tables["quality"], ctx.tables["hardware"], ctx.tables["time_floors"],
+    tables = [ctx.tables["speed"], ctx.tables["budgets"], ctx.tables["quality"], ctx.tables["hardware"], ctx.tables["time_floors"],
               ctx.tables["memory_floors"], ctx.tables["projections"]]
     for t in tables:
         if t is not None:

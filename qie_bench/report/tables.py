@@ -304,9 +304,62 @@ def projection_table(data: ReportData) -> Table | None:
     return Table("projections", "What each variant needs on each known GPU (the released 20.4 B model)", header, rows,
                  f"The released model with each variant's weight formats ({formats}) at the suite's settings: {work} "
                  "(the suite's output size plus one ~1 MP reference image). fits = every component resident; needs model "
-                 "offload = only one component at a time fits; needs block offload = the transformer alone does not fit, "
-                 "so part of it streams over PCIe in every forward. Times are hard floors from spec peak rates "
+                 "offload = only one component at a time fits; needs block offload = a component alone does not fit: "
+                 "part of the transformer streams over PCIe in every forward, or the text encoder once per edit. Times are hard floors from spec peak rates "
                  "(compute, memory bandwidth, PCIe); real runs are slower.")
+
+
+OFFLOAD_ORDER = ("none", "model", "group", "sequential")  # lightest first: what a user would pick
+
+
+def budget_fit_table(data: ReportData) -> Table | None:
+    """Which variant fits which memory budget, and how: per variant and budget, the lightest
+    offload mode that ran every case, with its latency and NVML process peak; otherwise what
+    each mode tried produced (OOM, and in which stage of the edit it ran out)."""
+    budgeted = [c for c in data.columns if c.run.memory_budget]
+    if not budgeted:
+        return None
+    from ..suite import parse_bytes
+
+    budgets = sorted({c.run.memory_budget for c in budgeted}, key=parse_bytes)
+    variants = list(dict.fromkeys(c.variant for c in budgeted))
+    rows = []
+    for variant in variants:
+        row = [Cell(variant, numeric=False)]
+        for budget in budgets:
+            tried = sorted((c for c in budgeted if c.variant == variant and c.run.memory_budget == budget),
+                           key=lambda c: OFFLOAD_ORDER.index(c.run.offload) if c.run.offload in OFFLOAD_ORDER else 99)
+            fits = [c for c in tried if c.records and all(r.get("status") == "OK" for r in c.records)]
+            if fits:
+                c = fits[0]
+                peak = c.value("peak_vram_process_bytes") or c.value("peak_vram_bytes")
+                row.append(Cell(f"{c.run.offload} offload" if c.run.offload != "none" else "no offload",
+                                f"{fmt_s(c.value('latency_p50_s'))} · {fmt_bytes(peak)}",
+                                "good" if c.run.offload == "none" else "warn", title=c.key, numeric=False))
+            elif tried:
+                # "Does not fit" only once the heaviest mode failed too; otherwise a lighter-only
+                # attempt must not read as a verdict.
+                final = any(c.run.offload in ("group", "sequential") for c in tried)
+                row.append(Cell("does not fit" if final else "no tried mode fits",
+                                "; ".join(_failure_summary(c) for c in tried), "bad", numeric=False))
+            else:
+                row.append(Cell("—", "not tried", "muted", numeric=False))
+        rows.append(row)
+    return Table("budgets", "Memory budgets: what fits, and how", ["variant"] + [f"{b} budget" for b in budgets], rows,
+                 "Each cell is the lightest offload mode that ran every case under that budget (no offload, then "
+                 "model CPU offload, then group offload of transformer blocks and text-encoder layers), with its "
+                 "median latency and NVML process peak; where none did, what each mode tried produced and in which "
+                 "stage of the edit it ran out. Budgets are emulated by capping the allocator at budget − CUDA "
+                 "context − 256 MiB; a mode not listed was not tried.")
+
+
+def _failure_summary(col: Column) -> str:
+    bad = [r for r in col.records if r.get("status") != "OK"]
+    if not bad:
+        return f"{col.run.offload}: not run"
+    r = bad[0]
+    where = (r.get("at_failure") or {}).get("phase")
+    return f"{col.run.offload}: {r.get('status')}" + (f" in {where}" if where else "")
 
 
 def drop_empty_columns(t: Table | None, keep: int = 3) -> Table | None:
@@ -325,7 +378,8 @@ def drop_empty_columns(t: Table | None, keep: int = 3) -> Table | None:
 
 
 def all_tables(data: ReportData) -> dict[str, Table | list[Table] | None]:
-    return {"speed": drop_empty_columns(speed_memory_table(data)), "quality": quality_table(data),
+    return {"speed": drop_empty_columns(speed_memory_table(data)), "budgets": budget_fit_table(data),
+            "quality": quality_table(data),
             "hardware": hardware_table(data), "time_floors": drop_empty_columns(time_floor_table(data)),
             "memory_floors": memory_floor_table(data),
             "projections": projection_table(data)}

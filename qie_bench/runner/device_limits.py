@@ -53,6 +53,7 @@ def apply_offload(pipe: Any, mode: str, device: torch.device) -> dict[str, Any]:
     if device.type != "cuda":
         raise RuntimeError(f"offload = '{mode}' needs a CUDA device")
     index = device.index or 0
+    info: dict[str, Any] = {"offload": mode}
     if mode == "model":
         # Whole components move to the GPU when used: text encoder, then transformer, then VAE.
         pipe.enable_model_cpu_offload(gpu_id=index)
@@ -60,16 +61,60 @@ def apply_offload(pipe: Any, mode: str, device: torch.device) -> dict[str, Any]:
         # Every submodule moves in for its own forward: the smallest footprint, the slowest.
         pipe.enable_sequential_cpu_offload(gpu_id=index)
     elif mode == "group":
-        # Transformer blocks and text-encoder layers move in one block at a time, the transfer
-        # of the next overlapped with compute on a side stream; the small VAE stays on the GPU.
-        from diffusers.hooks import apply_group_offloading
-
-        pipe.to("cpu")
-        for name in ("transformer", "text_encoder"):
-            apply_group_offloading(getattr(pipe, name), onload_device=device, offload_device=torch.device("cpu"),
-                                   offload_type="block_level", num_blocks_per_group=1, use_stream=True)
-        pipe.vae.to(device)
+        info.update(_apply_group_offload(pipe, device))
     else:  # validated in the suite; kept for a clear failure if called directly
         raise ValueError(f"unknown offload mode '{mode}'")
     torch.cuda.empty_cache()
-    return {"offload": mode}
+    return info
+
+
+# Where the blocks are in each component. diffusers' block-level group offloading only looks for
+# ModuleLists among a module's direct children and puts everything else in one "unmatched" group
+# that is moved in whole; Qwen2.5-VL's layers sit two levels down (model.language_model.layers,
+# model.visual.blocks), so without naming the way there the whole 7B encoder moves at once.
+_GROUP_BLOCK_MODULES = {"transformer": None, "text_encoder": ["model", "language_model", "visual"]}
+
+
+def _apply_group_offload(pipe: Any, device: torch.device) -> dict[str, Any]:
+    """Transformer blocks and text-encoder layers move in one at a time, the next one's transfer
+    overlapped with compute on a side stream; the small VAE stays on the GPU."""
+    from diffusers.hooks import apply_group_offloading
+
+    pipe.to("cpu")
+    resident = 0
+    for name, block_modules in _GROUP_BLOCK_MODULES.items():
+        module = getattr(pipe, name)
+        apply_group_offloading(module, onload_device=device, offload_device=torch.device("cpu"),
+                               offload_type="block_level", num_blocks_per_group=1, use_stream=True,
+                               block_modules=block_modules)
+        resident += keep_bnb_quant_states_on(module, device)
+    pipe.vae.to(device)
+    return {"group_offload": {"blocks_per_group": 1, "use_stream": True, "components": list(_GROUP_BLOCK_MODULES),
+                              "resident_quant_state_bytes": resident}}
+
+
+def keep_bnb_quant_states_on(module: torch.nn.Module, device: torch.device) -> int:
+    """Make bitsandbytes 4-bit layers work under group offloading; returns the bytes kept on `device`.
+
+    Group offloading moves `param.data` in and out, but a 4-bit weight's absmax and code tables
+    live in `param.quant_state`, which is neither a parameter nor a buffer: they stay on the CPU,
+    and the first 4-bit matmul fails ("invalid argument to getCurrentStream"). They are small
+    (one 8-bit absmax per 64 weights with double quantization), so they stay resident on the GPU,
+    and the streamed path never calls `.to()` on the layers, which would move them back.
+    """
+    total = 0
+    for param in module.parameters():
+        state = getattr(param, "quant_state", None)
+        if state is None:
+            continue
+        state.to(device)
+        total += sum(t.numel() * t.element_size() for t in _quant_state_tensors(state))
+    return total
+
+
+def _quant_state_tensors(state: Any) -> list[torch.Tensor]:
+    tensors = [t for t in (state.absmax, state.code) if isinstance(t, torch.Tensor)]
+    nested = getattr(state, "state2", None)
+    if nested is not None:
+        tensors += [t for t in (nested.absmax, nested.code) if isinstance(t, torch.Tensor)]
+    return tensors

@@ -28,6 +28,22 @@ def is_oom(err: BaseException) -> bool:
 
 
 @dataclass
+class EditProgress:
+    """Where an edit got to. The caller keeps it, so that a failed edit's record can say in which
+    stage it failed (an OOM in the VAE decode calls for tiling, one in the text encoder for
+    offloading it) and what memory it had reached by then."""
+
+    phase: str = "load-inputs"  # then "encode" (text encoder, VAE encode), "denoise", "decode"
+    steps_done: int = 0
+    warmup: bool = False  # the failure came in an untimed warm-up edit
+    memory: MemoryPeaks | None = None
+
+    def as_record(self) -> dict[str, Any]:
+        peaks = self.memory.as_record() if self.memory is not None else {}
+        return {"phase": self.phase, "steps_done": self.steps_done, "warmup": self.warmup, **peaks}
+
+
+@dataclass
 class EditResult:
     image: Image.Image
     latency_s: float
@@ -63,9 +79,12 @@ def run_edit(
     nvml: Nvml,
     nvml_period_s: float,
     on_step: Any = None,
+    progress: EditProgress | None = None,
 ) -> EditResult:
-    """Run one edit and measure it. Raises what the pipeline raises (the caller classifies OOM)."""
+    """Run one edit and measure it. Raises what the pipeline raises (the caller classifies OOM
+    and reads `progress` for where it happened)."""
     pipe, device = loaded.pipe, loaded.device
+    progress = progress if progress is not None else EditProgress()
     step_ends: list[float] = []
     denoise_start: list[float] = []
 
@@ -73,10 +92,14 @@ def run_edit(
         if not denoise_start:
             _sync(device)
             denoise_start.append(time.perf_counter())
+            progress.phase = "denoise"
 
     def step_callback(_pipe: Any, step: int, _t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         _sync(device)
         step_ends.append(time.perf_counter())
+        progress.steps_done = step + 1
+        if progress.steps_done == gen.steps:
+            progress.phase = "decode"
         if on_step is not None:
             on_step(step)
         return kwargs
@@ -100,6 +123,7 @@ def run_edit(
         kwargs["height"] = gen.height
     try:
         with MemorySampler(nvml, device, nvml_period_s) as sampler, loaded.call_context(), torch.inference_mode():
+            progress.phase, progress.memory = "encode", sampler.peaks
             _sync(device)
             t0 = time.perf_counter()
             out = pipe(**kwargs).images

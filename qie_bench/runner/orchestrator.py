@@ -176,7 +176,7 @@ class Orchestrator:
         read_fd, write_fd = os.pipe()
         spec = {
             "suite": str(self.suite.path),
-            "measurement_overrides": self.suite.cli_overrides,
+            "suite_overrides": self.suite.cli_overrides,
             "cases_select": list(self.suite.cases.select),
             "variant": variant,
             "items": [[i.case_id, i.repeat] for i in items],

@@ -103,14 +103,16 @@ def main(spec_path: str) -> int:
         from ..models import load_model, pipeline_weight_bytes, resolve_device
         from ..suite import load_suite, parse_bytes
         from ..variants import VARIANTS
-        from .edit import device_usable, is_oom, release_memory, run_edit
+        from .edit import EditProgress, device_usable, is_oom, release_memory, run_edit
         from ..distill.context import building_for
         from .device_limits import apply_memory_budget, apply_offload
         from .memory import Nvml
 
         suite = load_suite(spec["suite"])
-        if spec.get("measurement_overrides"):
-            suite = suite.model_copy(update={"measurement": suite.measurement.model_copy(update=spec["measurement_overrides"])})
+        overrides = spec.get("suite_overrides") or {}
+        if overrides:  # the command line's (--vram-budget, --offload, --size), as the parent applied them
+            suite = suite.model_copy(update={section: getattr(suite, section).model_copy(update=values)
+                                             for section, values in overrides.items()})
         if spec.get("cases_select") is not None:
             suite = suite.model_copy(update={"cases": suite.cases.model_copy(update={"select": tuple(spec["cases_select"])})})
         case_set = load_case_set(suite.case_set_dir(), max_image_pixels=suite.cases.max_image_pixels)
@@ -140,7 +142,7 @@ def main(spec_path: str) -> int:
         # would report the build's peak instead of the variant's footprint.
         release_memory(device)
         if m.offload != "none":
-            apply_offload(loaded.pipe, m.offload, device)
+            limits.update(apply_offload(loaded.pipe, m.offload, device))
             release_memory(device)
         if m.memory_budget and not cap_build:
             limits.update(apply_memory_budget(device, parse_bytes(m.memory_budget), nvml))
@@ -194,6 +196,7 @@ def main(spec_path: str) -> int:
         seed = case.seed(gen.seed) if gen.seed_policy == "case-id" else gen.seed
         record: dict[str, Any] = {"seed": seed}
         fault = faults.get(case_id)
+        progress = EditProgress()
         try:
             images = case.load_images()
 
@@ -203,8 +206,12 @@ def main(spec_path: str) -> int:
 
             if repeat == 0:
                 for _ in range(suite.measurement.warmup_runs):
-                    run_edit(loaded, images, case.instruction, warm_gen, seed, nvml, suite.measurement.nvml_period_s)
-            result = run_edit(loaded, images, case.instruction, gen, seed, nvml, suite.measurement.nvml_period_s, on_step)
+                    progress = EditProgress(warmup=True)
+                    run_edit(loaded, images, case.instruction, warm_gen, seed, nvml, suite.measurement.nvml_period_s,
+                             progress=progress)
+                progress = EditProgress()
+            result = run_edit(loaded, images, case.instruction, gen, seed, nvml, suite.measurement.nvml_period_s, on_step,
+                              progress)
             record.update(
                 status="OK",
                 latency_s=result.latency_s,
@@ -235,7 +242,9 @@ def main(spec_path: str) -> int:
                     record["metrics"] = _score(scorer, case, images, result.image, out_dir, baseline, variant_name)
         except Exception as err:
             oom = is_oom(err)
-            record.update(status="OOM" if oom else "ERROR", error=f"{type(err).__name__}: {str(err)[:2000]}")
+            record.update(status="OOM" if oom else "ERROR", error=f"{type(err).__name__}: {str(err)[:2000]}",
+                          # Kept apart from the OK records' fields: summaries never read it.
+                          at_failure=progress.as_record())
             if not oom:
                 record["traceback"] = traceback.format_exc(limit=8)
             release_memory(loaded.device)
