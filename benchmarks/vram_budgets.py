@@ -17,7 +17,7 @@ Finished attempts are kept: run it again with the same --out to go on after a ti
 (`--deadline-s` stops starting new attempts, for the lent GPU's 10-minute commands).
 
 Usage: python benchmarks/vram_budgets.py SUITE --variants a,b --budgets 24GiB,16GiB,12GiB,8GiB
-           [--cases ID] --out DIR [--deadline-s 540]
+           [--cases ID] [--modes none,model,group] --out DIR [--deadline-s 540]
 Then:  qie-bench report DIR/* --out reports/<name>.html
 """
 
@@ -71,9 +71,12 @@ def main() -> int:
     parser.add_argument("--budgets", default="24GiB,16GiB,12GiB,8GiB")
     parser.add_argument("--cases", default=None, help="comma-separated case ids (default: the suite's)")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--modes", default=",".join(MODES),
+                        help="offload modes to try, lightest first (leave out one a floor already rules out)")
     parser.add_argument("--deadline-s", type=float, default=None, help="start no attempt after this many seconds")
     args = parser.parse_args()
     budgets = sorted(args.budgets.split(","), key=parse_bytes, reverse=True)
+    modes = [m for m in MODES if m in args.modes.split(",")]
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     table: dict[tuple[str, str], str] = {}
@@ -82,7 +85,7 @@ def main() -> int:
         for budget in budgets:
             cap = parse_bytes(budget)
             answer = None
-            for mode in MODES:
+            for mode in modes:
                 if mode in failed:
                     continue
                 sizes = component_bytes(args.out, variant)
