@@ -85,7 +85,7 @@ def test_oom_under_memory_budget_is_captured(write_suite, tmp_path: Path) -> Non
         # decoding the 2048² output) is what needs the memory, and the allocator never reserved
         # more than the cap allowed.
         where = rec["at_failure"]
-        assert where["phase"] in ("encode", "decode"), where
+        assert where["phase"] in ("vae-encode", "vae-decode"), where
         assert 0 < where["torch_peak_reserved_bytes"] <= build["allocator_cap_bytes"]
 
 

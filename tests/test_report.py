@@ -169,7 +169,7 @@ def test_budget_table_names_the_lightest_offload_mode_that_fits(tiny_run: Path, 
 
         def set_status(r: dict) -> None:
             if status == "OOM":
-                r.update(status="OOM", at_failure={"phase": "decode", "steps_done": 2})
+                r.update(status="OOM", at_failure={"phase": "vae-decode", "steps_done": 2})
 
         edit_records(run / "cases.jsonl", set_status)
         return run
@@ -193,8 +193,8 @@ def test_budget_table_reports_where_every_mode_ran_out(tiny_run: Path, tmp_path:
     run = copy_run(tiny_run, tmp_path / "b8-group")
     as_gpu_run(run)
     edit_json(run / "summary.json", lambda s: s["measurement"].update(memory_budget="8GiB", offload="group"))
-    edit_records(run / "cases.jsonl", lambda r: r.update(status="OOM", at_failure={"phase": "encode"}))
+    edit_records(run / "cases.jsonl", lambda r: r.update(status="OOM", at_failure={"phase": "text-encode"}))
     md = tmp_path / "b.md"
     assert report(run, out=tmp_path / "b.html", extra=("--markdown", str(md))) == 0
     row = next(line for line in md.read_text(encoding="utf-8").splitlines() if line.startswith("| fp32 |"))
-    assert "does not fit" in row and "group: OOM in encode" in row
+    assert "does not fit" in row and "group: OOM in text-encode" in row

@@ -68,29 +68,50 @@ def apply_offload(pipe: Any, mode: str, device: torch.device) -> dict[str, Any]:
     return info
 
 
-# Where the blocks are in each component. diffusers' block-level group offloading only looks for
-# ModuleLists among a module's direct children and puts everything else in one "unmatched" group
-# that is moved in whole; Qwen2.5-VL's layers sit two levels down (model.language_model.layers,
-# model.visual.blocks), so without naming the way there the whole 7B encoder moves at once.
-_GROUP_BLOCK_MODULES = {"transformer": None, "text_encoder": ["model", "language_model", "visual"]}
+# What streams block by block. diffusers' block-level group offloading looks for ModuleLists
+# among a module's direct children only and moves everything else as one "unmatched" group;
+# Qwen2.5-VL's layers sit two levels down, so the language model and the vision tower are
+# offloaded each on its own (naming them as nested `block_modules` instead registers diffusers'
+# stream-prefetch hook twice and fails). What is left of the encoder (lm_head) stays resident.
+def _group_offload_roots(pipe: Any) -> dict[str, torch.nn.Module]:
+    encoder = pipe.text_encoder
+    inner = getattr(encoder, "model", None)
+    roots = {"transformer": pipe.transformer}
+    if inner is not None and hasattr(inner, "language_model") and hasattr(inner, "visual"):
+        roots.update({"text_encoder.model.language_model": inner.language_model,
+                      "text_encoder.model.visual": inner.visual})
+    else:  # another encoder class: its own block lists, if any
+        roots["text_encoder"] = encoder
+    return roots
 
 
 def _apply_group_offload(pipe: Any, device: torch.device) -> dict[str, Any]:
     """Transformer blocks and text-encoder layers move in one at a time, the next one's transfer
-    overlapped with compute on a side stream; the small VAE stays on the GPU."""
+    overlapped with compute on a side stream; the small VAE and the encoder's remainder stay."""
     from diffusers.hooks import apply_group_offloading
 
     pipe.to("cpu")
-    resident = 0
-    for name, block_modules in _GROUP_BLOCK_MODULES.items():
-        module = getattr(pipe, name)
+    roots = _group_offload_roots(pipe)
+    resident_quant_state = 0
+    for module in roots.values():
         apply_group_offloading(module, onload_device=device, offload_device=torch.device("cpu"),
-                               offload_type="block_level", num_blocks_per_group=1, use_stream=True,
-                               block_modules=block_modules)
-        resident += keep_bnb_quant_states_on(module, device)
+                               offload_type="block_level", num_blocks_per_group=1, use_stream=True)
+        resident_quant_state += keep_bnb_quant_states_on(module, device)
+    offloaded = {id(p) for m in roots.values() for p in m.parameters()}
+    resident = 0
+    for module in pipe.text_encoder.modules():
+        own = list(module.parameters(recurse=False))
+        if own and not any(id(p) in offloaded for p in own):
+            if not list(module.children()):
+                module.to(device)  # the layer's own .to(), so a quantized layer's state moves too
+            else:
+                for param in own:
+                    param.data = param.data.to(device)
+            resident += sum(p.numel() * p.element_size() for p in own)
     pipe.vae.to(device)
-    return {"group_offload": {"blocks_per_group": 1, "use_stream": True, "components": list(_GROUP_BLOCK_MODULES),
-                              "resident_quant_state_bytes": resident}}
+    return {"group_offload": {"blocks_per_group": 1, "use_stream": True, "streamed": list(roots),
+                              "resident_text_encoder_bytes": resident,
+                              "resident_quant_state_bytes": resident_quant_state}}
 
 
 def keep_bnb_quant_states_on(module: torch.nn.Module, device: torch.device) -> int:

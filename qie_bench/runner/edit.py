@@ -33,7 +33,9 @@ class EditProgress:
     stage it failed (an OOM in the VAE decode calls for tiling, one in the text encoder for
     offloading it) and what memory it had reached by then."""
 
-    phase: str = "load-inputs"  # then "encode" (text encoder, VAE encode), "denoise", "decode"
+    # "start", then "text-encode", "vae-encode", "denoise", "vae-decode": set by forward
+    # pre-hooks on the components, so it follows the pipeline's own order of work.
+    phase: str = "start"
     steps_done: int = 0
     warmup: bool = False  # the failure came in an untimed warm-up edit
     memory: MemoryPeaks | None = None
@@ -92,20 +94,25 @@ def run_edit(
         if not denoise_start:
             _sync(device)
             denoise_start.append(time.perf_counter())
-            progress.phase = "denoise"
+        progress.phase = "denoise"
 
     def step_callback(_pipe: Any, step: int, _t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         _sync(device)
         step_ends.append(time.perf_counter())
         progress.steps_done = step + 1
-        if progress.steps_done == gen.steps:
-            progress.phase = "decode"
         if on_step is not None:
             on_step(step)
         return kwargs
 
+    def entering(phase: str) -> Any:
+        def pre_hook(_module: Any, _args: Any) -> None:
+            progress.phase = phase
+        return pre_hook
+
     generator = torch.Generator(device="cpu").manual_seed(seed)
-    hook = pipe.transformer.register_forward_pre_hook(first_forward)
+    hooks = [pipe.transformer.register_forward_pre_hook(first_forward)]
+    hooks += [module.register_forward_pre_hook(entering(phase)) for module, phase in (
+        (pipe.text_encoder, "text-encode"), (pipe.vae.encoder, "vae-encode"), (pipe.vae.decoder, "vae-decode"))]
     kwargs: dict[str, Any] = dict(
         image=images if len(images) > 1 else images[0],
         prompt=instruction,
@@ -123,14 +130,15 @@ def run_edit(
         kwargs["height"] = gen.height
     try:
         with MemorySampler(nvml, device, nvml_period_s) as sampler, loaded.call_context(), torch.inference_mode():
-            progress.phase, progress.memory = "encode", sampler.peaks
+            progress.memory = sampler.peaks
             _sync(device)
             t0 = time.perf_counter()
             out = pipe(**kwargs).images
             _sync(device)
             t1 = time.perf_counter()
     finally:
-        hook.remove()
+        for hook in hooks:
+            hook.remove()
     array = np.asarray(out[0], dtype=np.float32)
     finite = bool(np.isfinite(array).all())
     constant = bool(finite and float(array.std()) == 0.0)
