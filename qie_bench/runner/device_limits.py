@@ -10,7 +10,9 @@ per case check it.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -85,6 +87,24 @@ def _group_offload_roots(pipe: Any) -> dict[str, torch.nn.Module]:
     return roots
 
 
+# Children that their parent's caller uses directly, outside the parent's forward, so the group
+# hook (which moves them in when the parent's forward starts) would be too late: Qwen2.5-VL looks
+# up `language_model.embed_tokens` itself, to splice in the image features, before it calls the
+# language model. They are hidden from diffusers while it installs its hooks, and stay resident.
+_CALLED_FROM_OUTSIDE = ("embed_tokens",)
+
+
+@contextlib.contextmanager
+def _detached(module: torch.nn.Module, names: tuple[str, ...]) -> Iterator[None]:
+    order = list(module._modules)
+    held = {n: module._modules.pop(n) for n in names if n in module._modules}
+    try:
+        yield
+    finally:
+        module._modules.update(held)
+        module._modules = {n: module._modules[n] for n in order}  # back in their place
+
+
 def _apply_group_offload(pipe: Any, device: torch.device) -> dict[str, Any]:
     """Transformer blocks and text-encoder layers move in one at a time, the next one's transfer
     overlapped with compute on a side stream; the small VAE and the encoder's remainder stay."""
@@ -93,11 +113,13 @@ def _apply_group_offload(pipe: Any, device: torch.device) -> dict[str, Any]:
     pipe.to("cpu")
     roots = _group_offload_roots(pipe)
     resident_quant_state = 0
+    offloaded: set[int] = set()
     for module in roots.values():
-        apply_group_offloading(module, onload_device=device, offload_device=torch.device("cpu"),
-                               offload_type="block_level", num_blocks_per_group=1, use_stream=True)
-        resident_quant_state += keep_bnb_quant_states_on(module, device)
-    offloaded = {id(p) for m in roots.values() for p in m.parameters()}
+        with _detached(module, _CALLED_FROM_OUTSIDE):
+            apply_group_offloading(module, onload_device=device, offload_device=torch.device("cpu"),
+                                   offload_type="block_level", num_blocks_per_group=1, use_stream=True)
+            resident_quant_state += keep_bnb_quant_states_on(module, device)
+            offloaded |= {id(p) for p in module.parameters()}
     resident = 0
     for module in pipe.text_encoder.modules():
         own = list(module.parameters(recurse=False))
