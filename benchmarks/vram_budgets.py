@@ -8,6 +8,8 @@ so every answer is a run directory that `qie-bench report` reads.
 
 Fitting is monotone in the budget, so attempts the measured ones already answer are not made:
 - a mode that ran out of memory at a larger budget is not tried at a smaller one;
+- a mode that ran at a smaller budget (in this --out, e.g. from an earlier call) runs at a
+  larger one, with the same streaming and so about the same latency;
 - `none` is not tried where the variant's own weights (from an earlier attempt's build record)
   exceed the budget, nor `model` where its largest component does.
 Skipped attempts are listed as implied, with the reason; nothing is reported as measured that
@@ -98,6 +100,14 @@ def main() -> int:
                         f"implied OOM: largest component {max(sizes.values()) / 2**30:.1f} GiB")
                     failed.add(mode)
                     continue
+                smaller = [b for b in budgets if parse_bytes(b) < cap]
+                smaller += [d.name.split("-")[0] for d in args.out.glob(f"*-{mode}-{variant}")]
+                fit_below = next((b for b in smaller if parse_bytes(b) < cap
+                                  and outcome(attempt_dir(args.out, b, mode, variant)) == "OK"), None)
+                if fit_below is not None:
+                    table[(variant, f"{budget}/{mode}")] = f"implied OK: ran at {fit_below}"
+                    answer = mode
+                    break
                 run_dir = attempt_dir(args.out, budget, mode, variant)
                 status = outcome(run_dir)
                 if status is None:

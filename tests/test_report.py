@@ -174,8 +174,9 @@ def test_budget_table_names_the_lightest_offload_mode_that_fits(tiny_run: Path, 
         edit_records(run / "cases.jsonl", set_status)
         return run
 
+    # at 16 GiB only group offload was run; no offload, which ran under 12 GiB, runs there too
     runs = [variant_run("b8-none", "8GiB", "none", "OOM"), variant_run("b8-model", "8GiB", "model", "OK"),
-            variant_run("b12-none", "12GiB", "none", "OK")]
+            variant_run("b12-none", "12GiB", "none", "OK"), variant_run("b16-group", "16GiB", "group", "OK")]
     out, md = tmp_path / "budgets.html", tmp_path / "budgets.md"
     assert report(*runs, out=out, extra=("--markdown", str(md))) == 0
     text = md.read_text(encoding="utf-8")
@@ -184,6 +185,7 @@ def test_budget_table_names_the_lightest_offload_mode_that_fits(tiny_run: Path, 
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[0] == "bf16"
     assert cells[1].startswith("model offload") and cells[2].startswith("no offload"), cells
+    assert cells[3].startswith("no offload") and "measured at 12GiB" in cells[3], cells
     # runs of one GPU are told apart by their settings, not by run ids
     assert "H100 SXM 80GB · 8GiB budget · model offload" in text and "H100 SXM 80GB · 12GiB budget" in text
     assert 'id="budgets"' in out.read_text(encoding="utf-8")

@@ -327,14 +327,21 @@ def budget_fit_table(data: ReportData) -> Table | None:
     for variant in variants:
         row = [Cell(variant, numeric=False)]
         for budget in budgets:
-            tried = sorted((c for c in budgeted if c.variant == variant and c.run.memory_budget == budget),
-                           key=lambda c: OFFLOAD_ORDER.index(c.run.offload) if c.run.offload in OFFLOAD_ORDER else 99)
-            fits = [c for c in tried if c.records and all(r.get("status") == "OK" for r in c.records)]
+            def lightest(cols: list[Column]) -> list[Column]:
+                return sorted(cols, key=lambda c: (OFFLOAD_ORDER.index(c.run.offload) if c.run.offload in OFFLOAD_ORDER
+                                                   else 99, -parse_bytes(c.run.memory_budget)))
+
+            mine = [c for c in budgeted if c.variant == variant]
+            tried = lightest([c for c in mine if c.run.memory_budget == budget])
+            # What ran under a smaller budget runs under this one too (fitting is monotone).
+            fits = lightest([c for c in mine if parse_bytes(c.run.memory_budget) <= parse_bytes(budget)
+                             and c.records and all(r.get("status") == "OK" for r in c.records)])
             if fits:
                 c = fits[0]
                 peak = c.value("peak_vram_process_bytes") or c.value("peak_vram_bytes")
+                where = "" if c.run.memory_budget == budget else f" · measured at {c.run.memory_budget}"
                 row.append(Cell(f"{c.run.offload} offload" if c.run.offload != "none" else "no offload",
-                                f"{fmt_s(c.value('latency_p50_s'))} · {fmt_bytes(peak)}",
+                                f"{fmt_s(c.value('latency_p50_s'))} · {fmt_bytes(peak)}{where}",
                                 "good" if c.run.offload == "none" else "warn", title=c.key, numeric=False))
             elif tried:
                 # "Does not fit" only once the heaviest mode failed too; otherwise a lighter-only
@@ -349,7 +356,8 @@ def budget_fit_table(data: ReportData) -> Table | None:
                  "Each cell is the lightest offload mode that ran every case under that budget (no offload, then "
                  "model CPU offload, then group offload of transformer blocks and text-encoder layers), with its "
                  "median latency and NVML process peak; where none did, what each mode tried produced and in which "
-                 "stage of the edit it ran out. Budgets are emulated by capping the allocator at budget − CUDA "
+                 "stage of the edit it ran out. A mode that ran under a smaller budget is shown for the larger "
+                 "ones too (marked 'measured at'). Budgets are emulated by capping the allocator at budget − CUDA "
                  "context − 256 MiB; a mode not listed was not tried.")
 
 

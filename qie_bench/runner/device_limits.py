@@ -110,15 +110,14 @@ def _apply_group_offload(pipe: Any, device: torch.device) -> dict[str, Any]:
     overlapped with compute on a side stream; the small VAE and the encoder's remainder stay."""
     from diffusers.hooks import apply_group_offloading
 
-    pipe.to("cpu")
     roots = _group_offload_roots(pipe)
-    resident_quant_state = 0
+    refuse_bitsandbytes(roots)
+    pipe.to("cpu")
     offloaded: set[int] = set()
     for module in roots.values():
         with _detached(module, _CALLED_FROM_OUTSIDE):
             apply_group_offloading(module, onload_device=device, offload_device=torch.device("cpu"),
                                    offload_type="block_level", num_blocks_per_group=1, use_stream=True)
-            resident_quant_state += keep_bnb_quant_states_on(module, device)
             offloaded |= {id(p) for p in module.parameters()}
     resident = 0
     for module in pipe.text_encoder.modules():
@@ -132,32 +131,22 @@ def _apply_group_offload(pipe: Any, device: torch.device) -> dict[str, Any]:
             resident += sum(p.numel() * p.element_size() for p in own)
     pipe.vae.to(device)
     return {"group_offload": {"blocks_per_group": 1, "use_stream": True, "streamed": list(roots),
-                              "resident_text_encoder_bytes": resident,
-                              "resident_quant_state_bytes": resident_quant_state}}
+                              "resident_text_encoder_bytes": resident}}
 
 
-def keep_bnb_quant_states_on(module: torch.nn.Module, device: torch.device) -> int:
-    """Make bitsandbytes 4-bit layers work under group offloading; returns the bytes kept on `device`.
+def refuse_bitsandbytes(roots: dict[str, torch.nn.Module]) -> None:
+    """bitsandbytes layers do not survive diffusers 0.42's group offloading; say so up front.
 
-    Group offloading moves `param.data` in and out, but a 4-bit weight's absmax and code tables
-    live in `param.quant_state`, which is neither a parameter nor a buffer: they stay on the CPU,
-    and the first 4-bit matmul fails ("invalid argument to getCurrentStream"). They are small
-    (one 8-bit absmax per 64 weights with double quantization), so they stay resident on the GPU,
-    and the streamed path never calls `.to()` on the layers, which would move them back.
+    Measured on an H100 (random-full nf4-all, 8 GiB budget): the hooks move `param.data` only,
+    and a bnb weight's quantization state is not a parameter. Kept on the GPU by hand, the
+    first text-encoder pass ran and the second failed inside a bnb kernel with "invalid argument
+    to getCurrentStream" (a CPU tensor where a CUDA one was expected); the tiny model aborted.
+    A clear refusal at build time beats a crash in the middle of a case.
     """
-    total = 0
-    for param in module.parameters():
-        state = getattr(param, "quant_state", None)
-        if state is None:
-            continue
-        state.to(device)
-        total += sum(t.numel() * t.element_size() for t in _quant_state_tensors(state))
-    return total
-
-
-def _quant_state_tensors(state: Any) -> list[torch.Tensor]:
-    tensors = [t for t in (state.absmax, state.code) if isinstance(t, torch.Tensor)]
-    nested = getattr(state, "state2", None)
-    if nested is not None:
-        tensors += [t for t in (nested.absmax, nested.code) if isinstance(t, torch.Tensor)]
-    return tensors
+    for name, module in roots.items():
+        for sub in module.modules():
+            if type(sub).__module__.startswith("bitsandbytes"):
+                raise RuntimeError(
+                    f"offload = 'group' cannot stream bitsandbytes layers ({name} has {type(sub).__name__}): "
+                    "diffusers' group offloading moves parameters, not their quantization state; use "
+                    "offload = 'model', or a torchao or unquantized variant with group offload")

@@ -246,7 +246,8 @@ def main(spec_path: str) -> int:
                           # Kept apart from the OK records' fields: summaries never read it.
                           at_failure=progress.as_record())
             if not oom:
-                record["traceback"] = traceback.format_exc(limit=8)
+                # the innermost frames: where it failed, not how the worker got there
+                record["traceback"] = traceback.format_exc(limit=-12)
             release_memory(loaded.device)
             events.send("record", key=key, record=record)
             if oom and not device_usable(loaded.device):
