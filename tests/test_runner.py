@@ -188,3 +188,20 @@ def test_out_dir_that_is_a_file(write_suite, tmp_path: Path, monkeypatch: pytest
     assert _run(suite, target, monkeypatch) == 2
     assert "is a file" in capsys.readouterr().err
     assert target.read_text() == "keep me"
+
+
+def test_atomic_writes_replace_whole_files_with_the_users_permissions(tmp_path: Path) -> None:
+    import os
+
+    from qie_bench.results import atomic_write_json
+
+    target = tmp_path / "summary.json"
+    target.write_text("old")
+    old_umask = os.umask(0o022)
+    try:
+        atomic_write_json(target, {"a": 1.5})
+    finally:
+        os.umask(old_umask)
+    assert json.loads(target.read_text()) == {"a": 1.5}
+    assert target.stat().st_mode & 0o777 == 0o644  # not mkstemp's private 0600
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]  # no temporary file left

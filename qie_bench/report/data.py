@@ -664,12 +664,21 @@ class ReportData:
         return None
 
 
+def _output_size(run: Run) -> str:
+    gen = run.summary.get("generation") or {}
+    return f"{gen.get('width')}×{gen.get('height')}"
+
+
 def _label_runs(runs: list[Run]) -> None:
-    """Name each run by its GPU; where one GPU ran several, by its budget and offload mode too,
-    and by run id only where even those are the same."""
+    """Name each run by its GPU; where one GPU ran several, by output size (where sizes differ),
+    budget and offload mode too, and by run id only where even those are the same."""
     names = [r.hardware_name for r in runs]
-    names = [n if names.count(n) == 1 or not r.settings_label else f"{n} · {r.settings_label}"
-             for r, n in zip(runs, names)]
+    sizes_differ = len({_output_size(r) for r in runs}) > 1
+    labelled = []
+    for r, n in zip(runs, names):
+        parts = ([_output_size(r)] if sizes_differ else []) + ([r.settings_label] if r.settings_label else [])
+        labelled.append(n if names.count(n) == 1 or not parts else " · ".join([n, *parts]))
+    names = labelled
     for r, n in zip(runs, names):
         r.label = n if names.count(n) == 1 else f"{n} ({r.run_id[:8]})"
 

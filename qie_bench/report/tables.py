@@ -347,8 +347,10 @@ def budget_fit_table(data: ReportData) -> Table | None:
                 # "Does not fit" only once the heaviest mode failed too; otherwise a lighter-only
                 # attempt must not read as a verdict.
                 final = any(c.run.offload in ("group", "sequential") for c in tried)
-                row.append(Cell("does not fit" if final else "no tried mode fits",
-                                "; ".join(_failure_summary(c) for c in tried), "bad", numeric=False))
+                out_of_memory = any(r.get("status") == "OOM" for c in tried for r in c.records)
+                verdict = ("does not fit" if final and out_of_memory else "no tried mode fits" if out_of_memory
+                           else "failed (not memory)")
+                row.append(Cell(verdict, "; ".join(_failure_summary(c) for c in tried), "bad", numeric=False))
             else:
                 row.append(Cell("—", "not tried", "muted", numeric=False))
         rows.append(row)
