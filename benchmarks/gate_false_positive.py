@@ -45,7 +45,7 @@ from qie_bench.errors import UserInputError
 from qie_bench.gate.compare import Verdict, compare
 from qie_bench.gate.rundata import load_run
 from qie_bench.gate.simulate import MEMORY_FIELDS, NoiseModel, RunMeta, deterministic_outputs, run_data, write_run_dir
-from qie_bench.gate.stats import DEFAULT_SETTINGS
+from qie_bench.gate.stats import GateSettings
 from qie_bench.gate.thresholds import Direction, Family, metric_direction, metric_family, parse_gates
 
 DEFAULT_RUN = ROOT / "benchmarks" / "data" / "smoke-run"
@@ -116,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--latency-threshold", default="+5%", help="threshold of latency_p50_s and latency_p95_s (default +5%%)")
     p.add_argument("--plant", type=float, default=1.10, help="true slowdown factor to catch (default 1.10)")
     p.add_argument("--gates", type=Path, default=None, help="a TOML file whose [gates] table to use")
+    p.add_argument("--latency-null", choices=("threshold", "no-change"), default="threshold",
+                   help="the latency test's null hypothesis, as `qie-bench gate --latency-null`")
     p.add_argument("--max-fp", type=float, default=0.01)
     p.add_argument("--min-catch", type=float, default=0.95)
     args = p.parse_args(argv)
@@ -137,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     gates = parse_gates(raw_gates, where="gates")
     planned = model.planned_keys()
     residuals = model.latency_residuals
-    s = DEFAULT_SETTINGS
+    s = GateSettings(latency_null=args.latency_null)
 
     print("qie-bench gate: false-positive / catch-rate benchmark")
     print(f"  noise model fitted to   {source}")
@@ -148,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  run-to-run shift        sd {args.run_shift_sd * 100:.2f}% (assumed)")
     print(f"  quality re-run noise    {quality_noise}")
     print(f"  gates ({gates_from}):  " + ", ".join(f"{k}={v}" for k, v in raw_gates.items()))
-    print(f"  statistics              latency: van Elteren one-sided p < {s.latency_alpha:g}; quality: "
+    print(f"  statistics              latency: van Elteren one-sided p < {s.latency_alpha:g} against "
+          f"{'a shift by the threshold' if s.latency_null == 'threshold' else 'no change'}; quality: "
           f"{s.quality_bootstrap} bootstrap resamples, {s.confidence:.0%} interval, widespread > {s.worse_case_share:.0%} of cases")
     print(f"  simulations             {args.sims} (seed {args.seed}); planted slowdown x{args.plant:g} on every variant")
 
@@ -164,11 +167,11 @@ def main(argv: list[str] | None = None) -> int:
         null = run_data(model.meta, f"n{i}", model.sample(rng, run_id=f"n{i}"), planned, "null", validate=i == 0)
         slow = run_data(model.meta, f"s{i}", model.sample(rng, run_id=f"s{i}", latency_factor=plant), planned, "slow",
                         validate=i == 0)
-        r = compare(base, null, gates)
+        r = compare(base, null, gates, settings=s)
         if r.exit_code != 0:
             false_positives += 1
             fp_checks.update(f"{c.name}/{c.variant}" for c in r.failures)
-        r = compare(base, slow, gates)
+        r = compare(base, slow, gates, settings=s)
         for v in model.variants:
             if any(c.variant == v and c.verdict is Verdict.FAIL and metric_family(c.name) is Family.LATENCY for c in r.checks):
                 caught[v] += 1

@@ -75,6 +75,23 @@ def test_ten_percent_latency_regression_fails(world: NoiseModel, baseline: Path,
     assert all(v == "bf16" for _, v in fails), fails
 
 
+def test_asv_rule_tests_against_no_change(world: NoiseModel, baseline: Path, tmp_path: Path) -> None:
+    """--latency-null no-change: the rank test asks whether the timings changed at all; the
+    statistic must still be beyond the threshold, so fresh re-runs still pass."""
+    from qie_bench.gate.stats import GateSettings
+
+    asv = GateSettings(latency_null="no-change")
+    base = load_baseline(baseline)
+    slow = compare(base, load_run(write_run(tmp_path / "slow10", world, seed=6, latency_factor={"bf16": 1.10})), settings=asv)
+    check = next(c for c in slow.checks if c.name == "latency_p50_s" and c.variant == "bf16")
+    assert check.verdict is Verdict.FAIL and "significantly slower" in check.why, check.why
+    default = compare(base, load_run(tmp_path / "slow10"))
+    check = next(c for c in default.checks if c.name == "latency_p50_s" and c.variant == "bf16")
+    assert "significantly more than 5% slower" in check.why, check.why
+    for seed in (2, 3, 4):
+        assert compare(base, load_run(write_run(tmp_path / f"re{seed}", world, seed=seed)), settings=asv).exit_code == 0
+
+
 def test_outliers_alone_are_not_a_regression(world: NoiseModel, baseline: Path, tmp_path: Path) -> None:
     # Two items hit by a 60% stall move p95 past its threshold, but the shift is not significant.
     def stall(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -19,6 +19,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--baseline", type=Path, required=True, metavar="FILE", help="baseline file, e.g. baselines/<suite>/<hardware>.json")
     p.add_argument("--junit", type=Path, default=None, metavar="FILE", help="write a JUnit XML report here")
     p.add_argument("--markdown", type=Path, default=None, metavar="FILE", help="write a Markdown report here (for $GITHUB_STEP_SUMMARY)")
+    p.add_argument("--latency-null", choices=("threshold", "no-change"), default="threshold",
+                   help="latency significance: timings slower by MORE than the threshold (default; no false alarms "
+                        "from run-to-run drift) or slower at all, plus the statistic beyond the threshold (asv's rule; "
+                        "catches changes near the threshold on noisy machines, at some false alarms); see docs/gate.md")
     p.set_defaults(handler=gate_command)
 
 
@@ -29,11 +33,12 @@ def gate_command(args: argparse.Namespace) -> int:
     from ..gate.junit import write_junit, write_junit_error
     from ..gate.markdown import write_markdown, write_markdown_error
     from ..gate.rundata import load_run
+    from ..gate.stats import GateSettings
 
     try:
         baseline = load_baseline(args.baseline)
         run = load_run(args.run_dir)
-        result = compare(baseline, run)
+        result = compare(baseline, run, settings=GateSettings(latency_null=args.latency_null))
     except UserInputError as err:
         # CI still gets a report that says why the gate could not run; the CLI prints the line.
         message = str(err)

@@ -321,7 +321,8 @@ def _latency_check(base: RunData, run: RunData, variant: str, name: str, thr: Th
     up = thr.worse is Worse.UP or (thr.worse is Worse.BOTH and change > 0)
     alpha = settings.latency_alpha / (2 if thr.worse is Worse.BOTH else 1)
 
-    moved = _moved_back(c, thr, up)
+    against_threshold = settings.latency_null == "threshold"
+    moved = _moved_back(c, thr, up) if against_threshold else c
     test = van_elteren(b, moved) if moved is not None else None
     testable = test is not None and test.p_min < alpha
     p = test.p_towards(up) if test is not None else 1.0
@@ -344,7 +345,8 @@ def _latency_check(base: RunData, run: RunData, variant: str, name: str, thr: Th
         z = float(sps.norm.isf(alpha))
         point, se = (rel, boot.ratio_se) if thr.relative else (ab, boot.difference_se)
         bound = point - z * se if up else point + z * se
-        ci_evidence = reps >= settings.min_bootstrap_repeats and (bound > thr.limit if up else bound < -thr.limit)
+        floor = thr.limit if against_threshold else 0.0
+        ci_evidence = reps >= settings.min_bootstrap_repeats and (bound > floor if up else bound < -floor)
         if thr.relative:
             lo, hi = boot.ratio[0] - 1, boot.ratio[1] - 1
             ci_text = f"{settings.confidence:.0%} CI {lo * 100:+.1f}%…{hi * 100:+.1f}%"
@@ -358,21 +360,24 @@ def _latency_check(base: RunData, run: RunData, variant: str, name: str, thr: Th
     worse_cases = sum(1 for k in paired if (np.median(c[k]) > np.median(b[k])) == up)
     cases_text = f"{'slower' if up else 'faster'} in {worse_cases}/{len(paired)} cases"
     limit = thr.describe().lstrip("+-±")
+    by_more = f"more than {limit} " if against_threshold else ""
     chg = fmt_change(name, rel, ab, thr)
     if beyond and (rank_evidence or ci_evidence):
         reasons = []
         if rank_evidence:
-            reasons.append(f"the timings are significantly more than {limit} {'slower' if up else 'faster'} "
+            reasons.append(f"the timings are significantly {by_more}{'slower' if up else 'faster'} "
                            f"(van Elteren p={fmt_p(p)} < {alpha:g}, {cases_text})")
         if ci_evidence:
-            reasons.append(f"even its bootstrap bound at the same level ({bound_text}) is beyond {thr.describe()} ({ci_text})")
+            reasons.append(f"its bootstrap bound at the same level ({bound_text}) is beyond "
+                           f"{thr.describe() if against_threshold else 'no change'} ({ci_text})")
         why, verdict = f"{chg} is beyond {thr.describe()}, and " + " and ".join(reasons), Verdict.FAIL
     elif beyond and not testable and moved is not None:
         why = (f"{chg} is beyond {thr.describe()}; too few repeats for the rank test to reach p < {alpha:g} "
                f"(smallest possible p={fmt_p(test.p_min) if test else '—'}), so the threshold alone decides")
         verdict = Verdict.FAIL
     elif beyond:
-        why = (f"{chg} is beyond {thr.describe()} but not significantly: p={fmt_p(p)} ≥ {alpha:g} that it exceeds {limit}, "
+        why = (f"{chg} is beyond {thr.describe()} but not significantly: p={fmt_p(p)} ≥ {alpha:g} that it "
+               f"{'exceeds ' + limit if against_threshold else 'changed at all'}, "
                f"bootstrap bound {bound_text or '—'} ({ci_text}), {cases_text}: within noise")
         verdict = Verdict.PASS
     else:
