@@ -430,3 +430,25 @@ def test_incomplete_hf_folder_is_reported(tmp_path, monkeypatch) -> None:
     (folder / "config.json").write_text("{}")
     with pytest.raises(UserInputError, match="incomplete .missing model.safetensors"):
         Scorer(MetricsConfig(names=("clip_score",), weights="real", weights_dir=str(tmp_path / "weights")))
+
+
+def test_openai_clip_loading_policy(tmp_path) -> None:
+    """A state-dict file loads through torch.load(weights_only=True) into the same model; a
+    TorchScript archive that is not OpenAI's published RN50 is refused before it is opened."""
+    model = W.tiny_openai_clip(seed=3)
+    plain = tmp_path / "clip-state.pt"
+    torch.save(model.state_dict(), plain)
+    loaded = W.load_openai_clip(plain)
+    # pyiqa's build_model stores matmul weights in fp16 (as openai's CLIP does); the rest as is
+    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a.float(), b) or torch.equal(a.half().float(), b), name
+
+    class Scaled(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x * 2
+
+    scripted = tmp_path / "RN50.pt"
+    torch.jit.save(torch.jit.script(Scaled()), str(scripted))
+    assert W.is_torchscript_archive(scripted) and not W.is_torchscript_archive(plain)
+    with pytest.raises(UserInputError, match="not OpenAI's published RN50"):
+        W.load_openai_clip(scripted)

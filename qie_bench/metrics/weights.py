@@ -319,6 +319,17 @@ def tiny_openai_clip(seed: int) -> torch.nn.Module:
         return CLIP(**TINY_OPENAI_CLIP).eval()
 
 
+def is_torchscript_archive(path: Path) -> bool:
+    """A TorchScript archive is a zip with serialized code (``*/code/``) or ``constants.pkl``;
+    telling it apart needs only the zip's directory, nothing is loaded."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any("/code/" in name or name.endswith("/constants.pkl") for name in archive.namelist())
+
+
 def load_openai_clip(path: Path) -> torch.nn.Module:
     """An openai CLIP checkpoint (TorchScript archive as published, or a plain state dict) as pyiqa's CLIP.
 
@@ -326,16 +337,25 @@ def load_openai_clip(path: Path) -> torch.nn.Module:
     state-dict files (it retries ``torch.load`` on a handle already read to the end by the failed
     ``torch.jit.load``). Weights go through pyiqa's ``build_model``, then to float32 as pyiqa
     does on CPU.
+
+    Loading policy: a plain file goes through ``torch.load(weights_only=True)``. OpenAI publishes
+    RN50 only as a TorchScript archive, which ``weights_only`` cannot read and ``torch.jit.load``
+    deserializes as code; it is opened only when its SHA-256 is the one in OpenAI's own URL (the
+    file pyiqa and openai-clip themselves load this way). Any other TorchScript archive is refused.
     """
     import_pyiqa_clipiqa()
     from pyiqa.archs.clip_model import build_model
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load's deprecation notice
-        try:
+    if is_torchscript_archive(path):
+        if _file_hash(path) != CLIP_RN50_SHA256:
+            raise UserInputError(str(path), "is a TorchScript archive but not OpenAI's published RN50.pt "
+                                 f"(sha256 {CLIP_RN50_SHA256[:12]}…); qie-bench does not run other TorchScript code",
+                                 "use the genuine RN50.pt, or save the CLIP model's state_dict and point to that")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load's deprecation notice
             state_dict = torch.jit.load(str(path), map_location="cpu").state_dict()
-        except RuntimeError:  # not a TorchScript archive
-            state_dict = torch.load(str(path), map_location="cpu", weights_only=True)
+    else:
+        state_dict = torch.load(str(path), map_location="cpu", weights_only=True)
     return build_model(dict(state_dict)).float().eval()
 
 
