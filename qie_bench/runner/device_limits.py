@@ -6,6 +6,11 @@ outside the allocator but count on a real card, so the cap is the budget minus t
 measured through NVML right after CUDA starts: an 8 GiB budget then means 8 GiB of NVML process
 memory, as on an 8 GiB card (less whatever the driver keeps there). The NVML figures recorded
 per case check it.
+
+The driver's own reservation is not in the budget: NVML's device figure runs a constant ~480 MiB
+above process memory on an H100 (nvidia-smi's memory.reserved; measured over 49 records, 489 MiB
+in every one without offload). A real 8 GiB card loses a few hundred MiB the same way, so to
+emulate one conservatively give the budget as the card size minus that (e.g. 7.5GiB).
 """
 
 from __future__ import annotations
