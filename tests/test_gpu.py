@@ -118,3 +118,25 @@ def test_group_offload_changes_no_output_and_refuses_bitsandbytes(write_suite, t
                                                   "text_encoder.model.visual"]
     assert recs["nf4-all"]["status"] == "ERROR"
     assert "cannot stream bitsandbytes layers" in recs["nf4-all"]["error"]
+
+
+def test_every_smoke_family_builds_and_runs_on_the_gpu(tmp_path: Path) -> None:
+    """The smoke suite's five families (dtype, int8, nf4, distilled student trained on the
+    spot, depth-pruned by measured score) built and run on CUDA, three cases (one with two
+    reference images)."""
+    root = Path(__file__).resolve().parent.parent
+    text = (root / "suites" / "smoke.toml").read_text()
+    text = text.replace('device = "cpu"', 'device = "cuda"')
+    text = text.replace('path = "cases/edit-v1"', f'path = "{(root / "suites" / "cases" / "edit-v1").as_posix()}"')
+    suite = tmp_path / "smoke-gpu.toml"
+    suite.write_text(text)
+    out = tmp_path / "out"
+    cases = "rm-watermark-bottle,txt-price-mug,add-bottle-mug-table"
+    assert main(["run", str(suite), "--out", str(out), "--no-progress", "--cases", cases]) == 0
+    recs = read_records(out / "cases.jsonl")
+    assert len(recs) == 5 * 3
+    assert all(r["status"] == "OK" for r in recs), [(r["key"], r.get("error")) for r in recs if r["status"] != "OK"]
+    for variant in ("fp32", "int8", "nf4", "distilled", "pruned"):
+        build = json.loads((out / "variants" / f"{variant}.build.json").read_text())
+        assert build["device"].startswith("cuda"), build["device"]
+    assert all(r["peak_vram_process_bytes"] or r["peak_vram_bytes"] for r in recs)
