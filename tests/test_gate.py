@@ -90,6 +90,10 @@ def test_asv_rule_tests_against_no_change(world: NoiseModel, baseline: Path, tmp
     assert "significantly more than 5% slower" in check.why, check.why
     for seed in (2, 3, 4):
         assert compare(base, load_run(write_run(tmp_path / f"re{seed}", world, seed=seed)), settings=asv).exit_code == 0
+    # half-threshold: the timings must be more than 2.5 % slower (half of +5 %)
+    half = compare(base, load_run(tmp_path / "slow10"), settings=GateSettings(latency_null="half-threshold"))
+    check = next(c for c in half.checks if c.name == "latency_p50_s" and c.variant == "bf16")
+    assert check.verdict is Verdict.FAIL and "significantly more than 2.5% slower" in check.why, check.why
 
 
 def test_outliers_alone_are_not_a_regression(world: NoiseModel, baseline: Path, tmp_path: Path) -> None:

@@ -42,6 +42,7 @@ from ..results import Status
 from .rundata import GateRecord, RunData
 from .stats import (
     DEFAULT_SETTINGS,
+    LATENCY_NULLS,
     GateSettings,
     fmt_p,
     paired_bootstrap_mean,
@@ -293,15 +294,15 @@ def _relative(cur: float, base: float) -> float:
     return (cur - base) / abs(base)
 
 
-def _moved_back(values: dict[str, list[float]], thr: Threshold, up: bool) -> dict[str, list[float]] | None:
-    """The current timings moved back by the threshold. Testing these against the baseline asks
-    whether the run is slower (faster) by MORE than the threshold, not merely at all."""
-    if thr.relative:
-        factor = 1 + thr.limit if up else 1 - thr.limit
+def _moved_back(values: dict[str, list[float]], shift: float, relative: bool, up: bool) -> dict[str, list[float]] | None:
+    """The current timings moved back by `shift` (a share of the threshold). Testing these against
+    the baseline asks whether the run is slower (faster) by MORE than that, not merely at all."""
+    if relative:
+        factor = 1 + shift if up else 1 - shift
         if factor <= 0:  # "faster by 100 % or more" cannot happen
             return None
         return {k: [x / factor for x in v] for k, v in values.items()}
-    delta = thr.limit if up else -thr.limit
+    delta = shift if up else -shift
     return {k: [x - delta for x in v] for k, v in values.items()}
 
 
@@ -321,8 +322,8 @@ def _latency_check(base: RunData, run: RunData, variant: str, name: str, thr: Th
     up = thr.worse is Worse.UP or (thr.worse is Worse.BOTH and change > 0)
     alpha = settings.latency_alpha / (2 if thr.worse is Worse.BOTH else 1)
 
-    against_threshold = settings.latency_null == "threshold"
-    moved = _moved_back(c, thr, up) if against_threshold else c
+    null_shift = thr.limit * LATENCY_NULLS[settings.latency_null]
+    moved = _moved_back(c, null_shift, thr.relative, up)
     test = van_elteren(b, moved) if moved is not None else None
     testable = test is not None and test.p_min < alpha
     p = test.p_towards(up) if test is not None else 1.0
@@ -345,8 +346,7 @@ def _latency_check(base: RunData, run: RunData, variant: str, name: str, thr: Th
         z = float(sps.norm.isf(alpha))
         point, se = (rel, boot.ratio_se) if thr.relative else (ab, boot.difference_se)
         bound = point - z * se if up else point + z * se
-        floor = thr.limit if against_threshold else 0.0
-        ci_evidence = reps >= settings.min_bootstrap_repeats and (bound > floor if up else bound < -floor)
+        ci_evidence = reps >= settings.min_bootstrap_repeats and (bound > null_shift if up else bound < -null_shift)
         if thr.relative:
             lo, hi = boot.ratio[0] - 1, boot.ratio[1] - 1
             ci_text = f"{settings.confidence:.0%} CI {lo * 100:+.1f}%…{hi * 100:+.1f}%"
@@ -360,7 +360,8 @@ def _latency_check(base: RunData, run: RunData, variant: str, name: str, thr: Th
     worse_cases = sum(1 for k in paired if (np.median(c[k]) > np.median(b[k])) == up)
     cases_text = f"{'slower' if up else 'faster'} in {worse_cases}/{len(paired)} cases"
     limit = thr.describe().lstrip("+-±")
-    by_more = f"more than {limit} " if against_threshold else ""
+    shift_text = (f"{null_shift * 100:g}%" if thr.relative else f"{null_shift:g}") if null_shift else ""
+    by_more = f"more than {shift_text} " if null_shift else ""
     chg = fmt_change(name, rel, ab, thr)
     if beyond and (rank_evidence or ci_evidence):
         reasons = []
@@ -369,7 +370,7 @@ def _latency_check(base: RunData, run: RunData, variant: str, name: str, thr: Th
                            f"(van Elteren p={fmt_p(p)} < {alpha:g}, {cases_text})")
         if ci_evidence:
             reasons.append(f"its bootstrap bound at the same level ({bound_text}) is beyond "
-                           f"{thr.describe() if against_threshold else 'no change'} ({ci_text})")
+                           f"{shift_text or 'no change'} ({ci_text})")
         why, verdict = f"{chg} is beyond {thr.describe()}, and " + " and ".join(reasons), Verdict.FAIL
     elif beyond and not testable and moved is not None:
         why = (f"{chg} is beyond {thr.describe()}; too few repeats for the rank test to reach p < {alpha:g} "
@@ -377,7 +378,7 @@ def _latency_check(base: RunData, run: RunData, variant: str, name: str, thr: Th
         verdict = Verdict.FAIL
     elif beyond:
         why = (f"{chg} is beyond {thr.describe()} but not significantly: p={fmt_p(p)} ≥ {alpha:g} that it "
-               f"{'exceeds ' + limit if against_threshold else 'changed at all'}, "
+               f"{'exceeds ' + shift_text if null_shift else 'changed at all'}, "
                f"bootstrap bound {bound_text or '—'} ({ci_text}), {cases_text}: within noise")
         verdict = Verdict.PASS
     else:

@@ -24,6 +24,11 @@ import numpy as np
 from scipy import stats as sps
 
 
+# The latency test's null hypothesis: how far the timings are moved back, as a share of the
+# threshold, before the rank test asks whether they are still slower.
+LATENCY_NULLS = {"threshold": 1.0, "half-threshold": 0.5, "no-change": 0.0}
+
+
 @dataclass(frozen=True)
 class GateSettings:
     """Statistical settings of the gate. The defaults are the documented rules (docs/gate.md);
@@ -32,13 +37,10 @@ class GateSettings:
     # One-sided level of the latency significance test. asv uses p < 0.002 two-sided, which is
     # 0.001 on the side that matters; a two-sided window splits it (0.0005 each side).
     latency_alpha: float = 0.001
-    # What the significance test must reject. "threshold" (the default): the timings moved by
-    # MORE than the threshold (a minimum-effect test), which a machine's own drift between runs
-    # does not pass. "no-change" (asv's rule): they differ at all, and separately the statistic
-    # moved beyond the threshold. Measured on the noisy CPU smoke run (gate_false_positive.py,
-    # 200 simulations): "threshold" 0 % false positives, 28-39 % of 10 % slowdowns caught;
-    # "no-change" 2-3.5 % false positives, 91-96 % caught; the same on GPU-like noise
-    # (0/300 and 95.7 %). `qie-bench gate --latency-null` picks one.
+    # What the significance test must reject (LATENCY_NULLS): "threshold" (the default) — the
+    # timings moved by MORE than the threshold, which a machine's own drift between runs does not
+    # pass; "half-threshold"; "no-change" (asv's rule) — they differ at all. The statistic must be
+    # beyond the whole threshold in every case. Measured trade-offs: docs/gate.md.
     latency_null: str = "threshold"
     # Bootstrap resamples for the latency statistic's change. Its standard error gives the "tail"
     # evidence (change - z(alpha) se beyond the threshold), used only with at least
