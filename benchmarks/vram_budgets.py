@@ -100,10 +100,9 @@ def main() -> int:
                         f"implied OOM: largest component {max(sizes.values()) / 2**30:.1f} GiB")
                     failed.add(mode)
                     continue
-                smaller = [b for b in budgets if parse_bytes(b) < cap]
-                smaller += [d.name.split("-")[0] for d in args.out.glob(f"*-{mode}-{variant}")]
-                fit_below = next((b for b in smaller if parse_bytes(b) < cap
-                                  and outcome(attempt_dir(args.out, b, mode, variant)) == "OK"), None)
+                # attempts on disk (this call's or an earlier one's) under a smaller budget
+                fit_below = next((d.name.split("-")[0] for d in args.out.glob(f"*-{mode}-{variant}")
+                                  if parse_bytes(d.name.split("-")[0]) < cap and outcome(d) == "OK"), None)
                 if fit_below is not None:
                     table[(variant, f"{budget}/{mode}")] = f"implied OK: ran at {fit_below}"
                     answer = mode

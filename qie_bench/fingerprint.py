@@ -3,6 +3,7 @@ as if they were alike."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import os
 import platform
@@ -71,3 +72,17 @@ def environment() -> dict[str, Any]:
     }
     env["hardware_class"] = f"gpu:{env['gpu_name']}" if env["gpu_name"] else f"cpu:{env['cpu']}"
     return env
+
+
+def file_sha256_hex(path: Path, chunk: int = 8 * 2**20) -> str:
+    """SHA-256 of a file's bytes, read in chunks (weights files are GiBs)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    """The same as "sha256:<hex>", the form result files and manifests record."""
+    return "sha256:" + file_sha256_hex(path)

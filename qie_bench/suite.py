@@ -93,6 +93,18 @@ class GenerationConfig(_Section):
             raise ValueError(f"must be a multiple of 16 (nearest: {v // 16 * 16} or {v // 16 * 16 + 16})")
         return v
 
+    def pipeline_kwargs(self) -> dict[str, Any]:
+        """The pipeline-call arguments these settings fix: steps, true CFG (with its negative
+        prompt only when it is on) and the output size when set."""
+        kwargs: dict[str, Any] = {"num_inference_steps": self.steps, "true_cfg_scale": self.true_cfg_scale}
+        if self.true_cfg_scale > 1:
+            kwargs["negative_prompt"] = self.negative_prompt
+        if self.width is not None:
+            kwargs["width"] = self.width
+        if self.height is not None:
+            kwargs["height"] = self.height
+        return kwargs
+
 
 class MeasurementConfig(_Section):
     warmup_runs: int = Field(1, ge=0, le=20, description="untimed edits before each case's timed repeats")

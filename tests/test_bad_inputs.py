@@ -178,6 +178,7 @@ TABLE: list[tuple[str, Callable[[Path, Path], list[str]], tuple[str, ...]]] = [
     ("out-not-writable", _args("run", "{suite}", "--out", "{suite}/sub"), ("cannot write",)),
     ("vram-budget-bad", _args("run", "{suite}", "--vram-budget", "lots"), ("--vram-budget",)),
     ("size-bad", _args("run", "{suite}", "--size", "512x"), ("--size", "WIDTHxHEIGHT")),
+    ("size-not-multiple-of-16", _args("run", "{suite}", "--size", "500x512"), ("--size", "width", "multiple of 16")),
     ("variants-unknown", _args("run", "{suite}", "--variants", "fp33"), ("--variants", "did you mean 'fp32'")),
     ("resume-without-out", _args("run", "{suite}", "--resume"), ("--resume",)),
 ]

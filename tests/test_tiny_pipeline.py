@@ -106,7 +106,6 @@ def test_offline_tokenizer_encodes_both_languages() -> None:
 
 
 def test_nonfinite_output_detected(tiny, case) -> None:
-    import torch
 
     # Poison the transformer's output projection: the pipeline then produces NaN latents,
     # which the VAE turns into a NaN image; the runner must see it, not save a black PNG as OK.

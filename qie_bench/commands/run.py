@@ -35,8 +35,10 @@ def run_command(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from ..errors import UserInputError, did_you_mean
-    from ..runner.orchestrator import Orchestrator, Progress, default_out_dir, make_plan, prepare_out_dir
-    from ..suite import load_suite, parse_bytes
+    from ..runner.orchestrator import Orchestrator, default_out_dir, make_plan, prepare_out_dir
+    from pydantic import ValidationError
+
+    from ..suite import GenerationConfig, load_suite, parse_bytes
 
     console = Console(stderr=True)
     suite = load_suite(args.suite)
@@ -65,10 +67,14 @@ def run_command(args: argparse.Namespace) -> int:
     size_overrides = {}
     if args.size is not None:
         m = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", args.size)
-        if not m or not all(16 <= int(v) <= 8192 and int(v) % 16 == 0 for v in m.groups()):
-            raise UserInputError("--size", f"'{args.size}' is not WIDTHxHEIGHT in pixels",
-                                 "give two multiples of 16 between 16 and 8192, e.g. --size 512x512")
+        if not m:
+            raise UserInputError("--size", f"'{args.size}' is not WIDTHxHEIGHT in pixels", "e.g. --size 512x512")
         size_overrides = {"width": int(m.group(1)), "height": int(m.group(2))}
+        try:  # the suite's own rules for width/height (model_copy below would not check them)
+            GenerationConfig.model_validate({**suite.generation.model_dump(), **size_overrides})
+        except ValidationError as err:
+            problem = err.errors()[0]
+            raise UserInputError("--size", f"{problem['loc'][0]} {problem['msg']}", "e.g. --size 512x512") from None
     if args.cases:
         selected = tuple(c.strip() for c in args.cases.split(",") if c.strip())
         suite = suite.model_copy(update={"cases": suite.cases.model_copy(update={"select": selected})})

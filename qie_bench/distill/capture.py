@@ -71,19 +71,14 @@ def case_seed_for(case: Any, gen: Any) -> int:
 def _pipeline_kwargs(case: Any, gen: Any, steps: int | None) -> dict[str, Any]:
     images = case.load_images()
     kwargs: dict[str, Any] = {
+        **gen.pipeline_kwargs(),
         "image": images if len(images) > 1 else images[0],
         "prompt": case.instruction,
-        "num_inference_steps": steps or gen.steps,
-        "true_cfg_scale": gen.true_cfg_scale,
         "generator": torch.Generator(device="cpu").manual_seed(case_seed_for(case, gen)),
         "output_type": "latent",
     }
-    if gen.true_cfg_scale > 1:
-        kwargs["negative_prompt"] = gen.negative_prompt
-    if gen.width is not None:
-        kwargs["width"] = gen.width
-    if gen.height is not None:
-        kwargs["height"] = gen.height
+    if steps:
+        kwargs["num_inference_steps"] = steps
     return kwargs
 
 

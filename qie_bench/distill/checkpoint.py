@@ -15,17 +15,10 @@ from typing import Any
 import torch
 
 from ..errors import UserInputError
+from ..fingerprint import file_sha256  # noqa: F401  (also this module's public name)
 
 META_NAME = "qie_student.json"
 FORMAT = "qie-bench-student/1"
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return "sha256:" + h.hexdigest()
 
 
 def json_sha256(obj: Any) -> str:

@@ -359,7 +359,6 @@ def _latency_check(base: RunData, run: RunData, variant: str, name: str, thr: Th
     paired = [k for k in b if c.get(k)]
     worse_cases = sum(1 for k in paired if (np.median(c[k]) > np.median(b[k])) == up)
     cases_text = f"{'slower' if up else 'faster'} in {worse_cases}/{len(paired)} cases"
-    limit = thr.describe().lstrip("+-±")
     shift_text = (f"{null_shift * 100:g}%" if thr.relative else f"{null_shift:g}") if null_shift else ""
     by_more = f"more than {shift_text} " if null_shift else ""
     chg = fmt_change(name, rel, ab, thr)

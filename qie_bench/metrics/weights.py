@@ -42,7 +42,6 @@ seed score identically. Their values mean nothing about image quality; every sco
 from __future__ import annotations
 
 import gzip
-import hashlib
 import importlib
 import importlib.util
 import os
@@ -60,6 +59,7 @@ from urllib.parse import urlparse
 import torch
 
 from ..errors import UserInputError
+from ..fingerprint import file_sha256_hex
 
 WeightsKind = Literal["real", "random"]
 
@@ -155,11 +155,7 @@ class WeightsNotFound(Exception):
 
 @lru_cache(maxsize=16)
 def _sha256(path: str, size: int, mtime_ns: int) -> str:  # size/mtime in the key: a replaced file is re-hashed
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_sha256_hex(Path(path))
 
 
 def _file_hash(path: Path) -> str:
@@ -411,19 +407,6 @@ def build_lpips(alexnet_path: Path | None, seed: int, device: torch.device | str
     return net.eval().to(device)
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2/CLIP's reversible byte -> printable unicode table used by byte-level BPE vocabularies."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, (chr(c) for c in cs), strict=True))
-
-
 def clip_bpe_file() -> Path:
     """openai's CLIP BPE merges file, shipped inside open-clip-torch and openai-clip (found without importing them)."""
     for package in ("open_clip", "clip"):
@@ -437,12 +420,14 @@ def clip_bpe_file() -> Path:
 
 @lru_cache(maxsize=1)
 def _clip_vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
+    from transformers.convert_slow_tokenizer import bytes_to_unicode  # GPT-2's byte -> unicode table
+
     # Exactly openai's SimpleTokenizer construction: the first 48,894 merges of the file; vocab =
     # 256 byte symbols, the same with '</w>', one token per merge, then the two special tokens.
     with gzip.open(clip_bpe_file()) as handle:
         lines = handle.read().decode("utf-8").split("\n")
     merges = [tuple(line.split()) for line in lines[1 : 49152 - 256 - 2 + 1]]
-    symbols = list(_bytes_to_unicode().values())
+    symbols = list(bytes_to_unicode().values())
     vocab = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges]
     vocab += ["<|startoftext|>", "<|endoftext|>"]
     return {token: i for i, token in enumerate(vocab)}, merges  # type: ignore[return-value]

@@ -50,25 +50,12 @@ class TinySizes:
     vae_z_dim: int = 16
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible byte -> printable-unicode table (what byte-level BPE vocabularies use)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-    bs += list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, (chr(c) for c in cs)))
-
-
 def build_tokenizer():
     from transformers import Qwen2Tokenizer
+    from transformers.convert_slow_tokenizer import bytes_to_unicode  # GPT-2's byte -> unicode table
     from transformers.tokenization_utils_base import AddedToken
 
-    vocab = {sym: i for i, sym in enumerate(_bytes_to_unicode().values())}
+    vocab = {sym: i for i, sym in enumerate(bytes_to_unicode().values())}
     tok = Qwen2Tokenizer(vocab=vocab, merges=[], unk_token="<|endoftext|>")
     tok.add_special_tokens(
         {"additional_special_tokens": [AddedToken(t, special=True, normalized=False) for t in QWEN_SPECIAL_TOKENS[1:]]}

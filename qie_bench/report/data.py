@@ -10,7 +10,6 @@ build files for storage precisions (which the floors need).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import statistics
@@ -43,14 +42,6 @@ MEASURES: tuple[tuple[str, str, str], ...] = (
 # Fidelity metrics in order of preference for sorting the gallery and the Pareto plot.
 FIDELITY_PREFERENCE = ("lpips_vs_baseline", "ssim_vs_baseline", "psnr_vs_baseline", "ssim_outside_mask",
                        "psnr_outside_mask", "lpips", "ssim", "psnr", "clip_iqa", "clip_score")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return "sha256:" + h.hexdigest()
 
 
 def metric_direction(name: str, descriptions: dict[str, Any]) -> str | None:

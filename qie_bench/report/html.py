@@ -17,7 +17,8 @@ import jinja2
 
 from .. import __version__
 from . import tables as T
-from .data import ReportData, sha256_file
+from ..fingerprint import file_sha256
+from .data import ReportData
 from .gallery import Gallery, build_gallery
 from .plots import Plot, all_plots
 
@@ -151,8 +152,8 @@ def report_artefacts(ctx: PageContext) -> list[tuple[str, Path, str, int]]:
         for name in ("summary.json", "cases.jsonl", "run.json"):
             p = r.path / name
             if p.is_file():
-                out.append((f"{r.label}: {name}", p, sha256_file(p), p.stat().st_size))
+                out.append((f"{r.label}: {name}", p, file_sha256(p), p.stat().st_size))
     for p in ctx.gallery.images:
         if p.is_file():
-            out.append(("image shown", p, sha256_file(p), p.stat().st_size))
+            out.append(("image shown", p, file_sha256(p), p.stat().st_size))
     return out

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .data import sha256_file
+from ..fingerprint import file_sha256
 from .html import RunFacts
 
 SIGNED_OFF = "SIGNED OFF"
@@ -105,5 +105,5 @@ def signoff_view(result: Any, run_dir: Path, baseline: Path) -> SignoffView:
 def signoff_artefacts(view: SignoffView, report_artefacts: list[tuple[str, Path, str, int]]) -> list[tuple[str, Path, str, int]]:
     out = list(report_artefacts)
     b = view.baseline_path
-    out.insert(0, ("baseline", b, sha256_file(b), b.stat().st_size))
+    out.insert(0, ("baseline", b, file_sha256(b), b.stat().st_size))
     return out

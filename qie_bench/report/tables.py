@@ -327,15 +327,11 @@ def budget_fit_table(data: ReportData) -> Table | None:
     for variant in variants:
         row = [Cell(variant, numeric=False)]
         for budget in budgets:
-            def lightest(cols: list[Column]) -> list[Column]:
-                return sorted(cols, key=lambda c: (OFFLOAD_ORDER.index(c.run.offload) if c.run.offload in OFFLOAD_ORDER
-                                                   else 99, -parse_bytes(c.run.memory_budget)))
-
             mine = [c for c in budgeted if c.variant == variant]
-            tried = lightest([c for c in mine if c.run.memory_budget == budget])
+            tried = sorted((c for c in mine if c.run.memory_budget == budget), key=_lightest_first)
             # What ran under a smaller budget runs under this one too (fitting is monotone).
-            fits = lightest([c for c in mine if parse_bytes(c.run.memory_budget) <= parse_bytes(budget)
-                             and c.records and all(r.get("status") == "OK" for r in c.records)])
+            fits = sorted((c for c in mine if parse_bytes(c.run.memory_budget) <= parse_bytes(budget)
+                           and c.records and all(r.get("status") == "OK" for r in c.records)), key=_lightest_first)
             if fits:
                 c = fits[0]
                 peak = c.value("peak_vram_process_bytes") or c.value("peak_vram_bytes")
@@ -361,6 +357,15 @@ def budget_fit_table(data: ReportData) -> Table | None:
                  "stage of the edit it ran out. A mode that ran under a smaller budget is shown for the larger "
                  "ones too (marked 'measured at'). Budgets are emulated by capping the allocator at budget − CUDA "
                  "context − 256 MiB; a mode not listed was not tried.")
+
+
+def _lightest_first(col: Column) -> tuple[int, int]:
+    """Lightest offload mode first; within one, the run under the largest budget (its numbers are
+    the least squeezed)."""
+    from ..suite import parse_bytes
+
+    mode = col.run.offload
+    return (OFFLOAD_ORDER.index(mode) if mode in OFFLOAD_ORDER else len(OFFLOAD_ORDER), -parse_bytes(col.run.memory_budget))
 
 
 def _failure_summary(col: Column) -> str:

@@ -114,20 +114,13 @@ def run_edit(
     hooks += [module.register_forward_pre_hook(entering(phase)) for module, phase in (
         (pipe.text_encoder, "text-encode"), (pipe.vae.encoder, "vae-encode"), (pipe.vae.decoder, "vae-decode"))]
     kwargs: dict[str, Any] = dict(
+        **gen.pipeline_kwargs(),
         image=images if len(images) > 1 else images[0],
         prompt=instruction,
-        num_inference_steps=gen.steps,
-        true_cfg_scale=gen.true_cfg_scale,
         generator=generator,
         output_type="np",
         callback_on_step_end=step_callback,
     )
-    if gen.true_cfg_scale > 1:
-        kwargs["negative_prompt"] = gen.negative_prompt
-    if gen.width is not None:
-        kwargs["width"] = gen.width
-    if gen.height is not None:
-        kwargs["height"] = gen.height
     try:
         with MemorySampler(nvml, device, nvml_period_s) as sampler, loaded.call_context(), torch.inference_mode():
             progress.memory = sampler.peaks

@@ -41,6 +41,8 @@ from typing import Any
 
 import torch
 
+from ..fingerprint import file_sha256_hex
+
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
@@ -92,14 +94,6 @@ def cache_key(identity: Mapping[str, Any], kind: str, options: Mapping[str, Any]
     }
     blob = json.dumps(material, sort_keys=True, default=str, ensure_ascii=False)
     return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def sha256_file(path: Path, chunk: int = 16 * 2**20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -187,7 +181,7 @@ class VariantCache:
                 problem = "weights file missing"
             elif weights.stat().st_size != record.get("size"):
                 problem = f"size {weights.stat().st_size} != recorded {record.get('size')}"
-            elif sha256_file(weights) != record.get("sha256"):
+            elif file_sha256_hex(weights) != record.get("sha256"):
                 problem = "sha256 mismatch"
         except (OSError, ValueError) as err:
             problem, record = f"unreadable entry ({err})", {}
@@ -229,7 +223,7 @@ class VariantCache:
             record = {
                 "format": FORMAT_VERSION,
                 "key": key,
-                "sha256": sha256_file(weights),
+                "sha256": file_sha256_hex(weights),
                 "size": weights.stat().st_size,
                 "tensors": len(state_dict),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -49,7 +49,6 @@ by the depth-pruning score with `init = "score"`), distilled on the suite's case
 from __future__ import annotations
 
 import gc
-import hashlib
 import importlib.util
 import logging
 import time
@@ -60,6 +59,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..distill import surgery
+from ..fingerprint import file_sha256
 from ..distill.surgery import component_dtypes
 from ..distill.train import TrainingConfig
 from ..errors import UserInputError
@@ -207,14 +207,6 @@ def _release(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return "sha256:" + h.hexdigest()
-
-
 @VARIANTS.register
 class DistilledVariant(Variant):
     kind = "distilled"
@@ -280,7 +272,7 @@ class DistilledVariant(Variant):
         return {
             "method": "lora",
             "lora": str(file),
-            "lora_sha256": _file_sha256(file),
+            "lora_sha256": file_sha256(file),
             "lora_modules": lora_modules,
             "lora_params": lora_params,
             "fused": o.fuse,
