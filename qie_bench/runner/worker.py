@@ -135,7 +135,10 @@ def main(spec_path: str) -> int:
         if m.memory_budget and cap_build:
             limits.update(apply_memory_budget(device, parse_bytes(m.memory_budget), nvml))
         loaded = load_model(suite.model, variant.load_plan(suite.model.source))
-        with building_for(suite):  # depth scoring, recovery and students need the case set
+        # Backward passes of a build (students, recovery) run on the calling thread: on autograd's
+        # own threads they would leave a cuBLAS workspace allocated (32 MiB on Hopper) that no
+        # cache release reaches, and every edit of the variant would carry it (release_memory).
+        with building_for(suite), torch.autograd.set_multithreading_enabled(False):
             report = variant.apply(loaded)
         # Building often passes through a bigger model (bf16 before nf4, all blocks before
         # pruning); what it freed must leave the allocator's cache, or reserved memory and NVML
