@@ -15,7 +15,11 @@ Targets: false-positive rate < 1 %, catch rate >= 95 % for every variant. Exits 
     .venv/bin/python benchmarks/gate_false_positive.py --synthetic   # no real run at hand
 
 What a single run cannot show is a parameter, printed with the results: the shift common to a
-whole re-run (`--run-shift-sd`, default 1 %: clocks, thermals, host load between CI jobs). The
+whole re-run (`--run-shift-sd`, default 1 %: clocks, thermals, host load between CI jobs). Give
+`--run` several times (repeated runs of one suite on one machine) and both that shift and the
+shift of one variant's worker process are measured instead (NoiseModel.fit_runs).
+`--history N` promotes every simulated baseline from N runs, as `qie-bench baseline promote RUN
+MORE_RUN...` does, so the gate tests latency against the scatter between runs. The
 re-run noise of a case's quality score (`--quality-noise`, a fraction of that score's spread
 between cases) defaults to 0 when every case's repeats produced byte-identical images (the
 pipeline is deterministic, so a re-run scores identically) and to 0.05 otherwise. Thresholds come
@@ -27,11 +31,13 @@ metric).
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import sys
 import tempfile
 import time
 import tomllib
+from dataclasses import replace
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -43,7 +49,7 @@ sys.path.insert(0, str(ROOT))
 
 from qie_bench.errors import UserInputError
 from qie_bench.gate.compare import Verdict, compare
-from qie_bench.gate.rundata import load_run
+from qie_bench.gate.rundata import load_run, run_to_run_section
 from qie_bench.gate.simulate import MEMORY_FIELDS, NoiseModel, RunMeta, deterministic_outputs, run_data, write_run_dir
 from qie_bench.gate.stats import GateSettings
 from qie_bench.gate.thresholds import Direction, Family, metric_direction, metric_family, parse_gates
@@ -76,7 +82,7 @@ def default_gates(model: NoiseModel, latency_threshold: str) -> dict[str, Any]:
 
 def load_model(args: argparse.Namespace) -> tuple[NoiseModel, str, str]:
     """The fitted noise model, where it came from, and how the quality re-run noise was set."""
-    if args.synthetic or not args.run.exists():
+    if args.synthetic or not args.run[0].exists():
         if not args.synthetic:
             print(f"note: no run at {args.run}; fitting the noise model to a synthetic run instead "
                   "(pass --run DIR for a real one)")
@@ -91,21 +97,55 @@ def load_model(args: argparse.Namespace) -> tuple[NoiseModel, str, str]:
         frac = 0.05 if args.quality_noise is None else args.quality_noise
         how = f"{frac:g} x between-case sd ({'assumed' if args.quality_noise is None else 'given'})"
     else:
-        run = load_run(args.run)
-        source = f"{args.run} (run {run.run_id}, {run.hardware_class})"
+        runs = [load_run(r) for r in args.run]
+        run = runs[0]
+        source = (f"{args.run[0]} (run {run.run_id}, {run.hardware_class})" if len(runs) == 1 else
+                  f"{len(runs)} runs: {', '.join(str(r) for r in args.run)} ({run.hardware_class})")
         if args.quality_noise is not None:
             frac, how = args.quality_noise, f"{args.quality_noise:g} x between-case sd (given)"
         elif deterministic_outputs(run):
             frac, how = 0.0, "0 (every case's repeats gave byte-identical images: deterministic)"
         else:
             frac, how = 0.05, "0.05 x between-case sd (assumed: repeats gave different images)"
-    model = NoiseModel.fit(run, run_shift_sd=args.run_shift_sd, quality_noise_frac=frac)
+    if args.synthetic or not args.run[0].exists() or len(args.run) == 1:
+        model = NoiseModel.fit(run, run_shift_sd=args.run_shift_sd, quality_noise_frac=frac)
+    else:
+        model = NoiseModel.fit_runs(runs, quality_noise_frac=frac)
     return model, source, how
+
+
+def real_reruns(args: argparse.Namespace, gates: Any, settings: GateSettings) -> str | None:
+    """No simulation: with several real runs, gate each run against a baseline promoted from
+    `--history` of the others (every combination), and count how many of these honest re-runs
+    the gate flags."""
+    if args.synthetic or len(args.run) < args.history + 1:
+        return None
+    runs = [load_run(r) for r in args.run]
+    flagged, total, checks = 0, 0, Counter()
+    for chosen in itertools.combinations(range(len(runs)), args.history):
+        base = runs[chosen[0]]
+        if args.history > 1:
+            base = replace(base, run_to_run=run_to_run_section([runs[i] for i in chosen]))
+        for j in (j for j in range(len(runs)) if j not in chosen):
+            r = compare(base, runs[j], gates, settings=settings)
+            total += 1
+            if r.exit_code != 0:
+                flagged += 1
+                checks.update(f"{c.name}/{c.variant}" for c in r.failures)
+    line = (f"real re-runs         {flagged}/{total} flagged (each of the {len(runs)} runs gated against baselines "
+            f"promoted from {args.history} of the others)")
+    if checks:
+        line += "\n  flagged by: " + ", ".join(f"{k} x{n}" for k, n in checks.most_common(8))
+    return line
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--run", type=Path, default=DEFAULT_RUN, help=f"run directory to fit (default {DEFAULT_RUN.relative_to(ROOT)})")
+    p.add_argument("--run", type=Path, action="append", default=None,
+                   help=f"run directory to fit (default {DEFAULT_RUN.relative_to(ROOT)}); repeat it for repeated runs of one "
+                        "suite, whose differences then measure the run-to-run shifts")
+    p.add_argument("--history", type=int, default=1,
+                   help="runs each simulated baseline is promoted from (>= 3: the gate tests latency between runs)")
     p.add_argument("--synthetic", action="store_true", help="fit a synthetic run instead of --run")
     p.add_argument("--sims", type=int, default=300, help="simulated baseline/re-run pairs (>= 200)")
     p.add_argument("--seed", type=int, default=0)
@@ -121,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-fp", type=float, default=0.01)
     p.add_argument("--min-catch", type=float, default=0.95)
     args = p.parse_args(argv)
+    args.run = args.run or [DEFAULT_RUN]
     if args.sims < 200:
         p.error("--sims must be at least 200")
 
@@ -147,11 +188,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  repeat jitter (fitted)  sd {np.std(residuals) * 100:.2f}% of log latency, "
           f"{np.mean(np.abs(residuals) > 3 * 1.4826 * np.median(np.abs(residuals))) * 100:.1f}% beyond 3 robust sd, "
           f"max {np.exp(residuals.max()) * 100 - 100:+.1f}%")
-    print(f"  run-to-run shift        sd {args.run_shift_sd * 100:.2f}% (assumed)")
+    if model.fitted_from > 1:
+        print(f"  run-to-run shift        sd {model.run_shift_sd * 100:.2f}% common to a run, "
+              f"{model.variant_shift_sd * 100:.2f}% per variant (worker process), measured from {model.fitted_from} runs")
+    else:
+        print(f"  run-to-run shift        sd {args.run_shift_sd * 100:.2f}% (assumed)")
+    print(f"  baseline promoted from  {args.history} run(s)"
+          + (" — latency tested between runs" if args.history >= s.min_history_runs else ""))
     print(f"  quality re-run noise    {quality_noise}")
     print(f"  gates ({gates_from}):  " + ", ".join(f"{k}={v}" for k, v in raw_gates.items()))
-    print(f"  statistics              latency: van Elteren one-sided p < {s.latency_alpha:g} against "
-          f"a shift by {s.latency_null}; quality: "
+    latency_rule = (f"between runs, Student's t one-sided p < {s.latency_alpha:g}" if args.history >= s.min_history_runs
+                    else f"van Elteren one-sided p < {s.latency_alpha:g} against a shift by {s.latency_null}")
+    print(f"  statistics              latency: {latency_rule}; quality: "
           f"{s.quality_bootstrap} bootstrap resamples, {s.confidence:.0%} interval, widespread > {s.worse_case_share:.0%} of cases")
     print(f"  simulations             {args.sims} (seed {args.seed}); planted slowdown x{args.plant:g} on every variant")
 
@@ -164,6 +212,10 @@ def main(argv: list[str] | None = None) -> int:
         rng = np.random.default_rng([args.seed, i])
         plant = {v: args.plant for v in model.variants}
         base = run_data(model.meta, f"b{i}", model.sample(rng, run_id=f"b{i}"), planned, "baseline", validate=i == 0)
+        if args.history > 1:
+            more = [run_data(model.meta, f"b{i}h{h}", model.sample(rng, run_id=f"b{i}h{h}"), planned, "history",
+                             validate=False) for h in range(1, args.history)]
+            base = replace(base, run_to_run=run_to_run_section([base, *more]))
         null = run_data(model.meta, f"n{i}", model.sample(rng, run_id=f"n{i}"), planned, "null", validate=i == 0)
         slow = run_data(model.meta, f"s{i}", model.sample(rng, run_id=f"s{i}", latency_factor=plant), planned, "slow",
                         validate=i == 0)
@@ -177,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
                 caught[v] += 1
         collateral.update(f"{c.name}/{c.variant}" for c in r.failures if metric_family(c.name) is not Family.LATENCY)
     elapsed = time.perf_counter() - t0
+
+    real = real_reruns(args, gates, s)
 
     fp_rate = false_positives / args.sims
     rates = {v: caught[v] / args.sims for v in model.variants}
@@ -195,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     if not ok_catch and jitter > math.log(args.plant):
         print(f"hint: the fitted repeat-to-repeat noise ({jitter * 100:.0f}%) is larger than the change to catch "
               f"({(args.plant - 1) * 100:.0f}%): measure on an idle machine, add warm-up runs, or use more repeats")
+    if real:
+        print(real)
     print(f"({elapsed:.1f} s, {elapsed / args.sims / 2 * 1000:.0f} ms per gate comparison incl. simulation)")
     return 0 if ok_fp and ok_catch else 1
 

@@ -8,6 +8,8 @@ so the run directory it came from can be deleted:
 - the suite's `[gates]` table as it was, and the generation/measurement settings;
 - the per-variant summary (for reading) AND every per-case/per-repeat record (for the gate:
   latency tests pair repeats by case, quality is paired by case id);
+- `run_to_run` (when promoted from several runs of the same suite on the same machine): each
+  run's latency statistics per variant, from which the gate measures how much whole runs move;
 - `previous`: the baselines it replaced, newest last. Each replaced file is also kept byte for
   byte beside the new one (`<name>.replaced-<UTC time>.json`), so nothing is lost on --force.
 """
@@ -26,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..errors import UserInputError
 from ..results import atomic_write_bytes, atomic_write_json, load_json_file, read_records, summarize_variant
-from .rundata import RunData, check_summary, validate_records
+from .rundata import RunData, check_summary, load_run, run_to_run_section, validate_records
 
 BASELINE_SCHEMA_VERSION = 1
 BASELINE_KIND = "qie-bench-baseline"
@@ -124,10 +126,40 @@ def _old_previous(old_bytes: bytes) -> list[dict[str, Any]]:
         return []
 
 
-def promote(run_dir: Path, to: Path | None = None, *, force: bool = False, allow_incomplete: bool = False) -> Promoted:
-    """Turn a finished run directory into a baseline file (atomically). See the module docstring."""
+def _more_runs(run_dir: Path, more: list[Path]) -> dict[str, Any]:
+    """The `run_to_run` section from the baseline run and further runs of it. Every run must be
+    complete and comparable with the first (same suite, case set, model, metric weights and
+    hardware class): the scatter between them is what the gate will allow for."""
+    from .compare import comparability_problems
+
+    first = load_run(run_dir)
+    runs = [first]
+    seen = {run_dir.resolve()}
+    for other_dir in more:
+        if other_dir.resolve() in seen:
+            raise UserInputError(str(other_dir), "is given twice", "pass each run directory once")
+        seen.add(other_dir.resolve())
+        other = load_run(other_dir)
+        problems = comparability_problems(first, other)
+        if problems:
+            what, b, c, _ = problems[0]
+            raise UserInputError(str(other_dir), f"is not a repeat of {run_dir}: {what} differs ({b} vs {c})",
+                                 "promote repeated runs of one suite on one machine class only")
+        if other.missing_keys or not other.summary_complete:
+            raise UserInputError(str(other_dir), "the run is incomplete",
+                                 "finish it with `qie-bench run SUITE --out DIR --resume`, or leave it out")
+        runs.append(other)
+    return run_to_run_section(runs)
+
+
+def promote(run_dir: Path, to: Path | None = None, *, force: bool = False, allow_incomplete: bool = False,
+            more_runs: list[Path] | None = None) -> Promoted:
+    """Turn a finished run directory into a baseline file (atomically). See the module docstring.
+    `more_runs`: further runs of the same suite on the same machine; their latency statistics
+    (with the first run's) let the gate measure the machine's run-to-run noise."""
     if not run_dir.is_dir():
         raise UserInputError(str(run_dir), "run directory not found", "pass the --out directory of `qie-bench run`")
+    run_to_run = _more_runs(run_dir, list(more_runs)) if more_runs else None
     run = load_json_file(run_dir / "run.json", "run.json")
     raw_records = read_records(run_dir / "cases.jsonl")
     validate_records(raw_records, str(run_dir / "cases.jsonl"))
@@ -196,6 +228,7 @@ def promote(run_dir: Path, to: Path | None = None, *, force: bool = False, allow
         "variants": summary["variants"],
         "planned_keys": planned,
         "records": [_slim_record(r) for r in raw_records],
+        "run_to_run": run_to_run,
         "previous": previous,
     }
     atomic_write_json(to, baseline)
@@ -238,6 +271,7 @@ class BaselineFile(BaseModel):
     variants: dict[str, dict[str, Any]]
     planned_keys: list[str] | None = None
     records: list[dict[str, Any]]
+    run_to_run: dict[str, Any] | None = None
     previous: list[dict[str, Any]] = []
 
 
@@ -287,4 +321,5 @@ def load_baseline(path: Path) -> RunData:
         generation=parsed.generation,
         measurement=parsed.measurement,
         note=parsed.incomplete_note,
+        run_to_run=parsed.run_to_run,
     )

@@ -390,6 +390,88 @@ def _latency_check(base: RunData, run: RunData, variant: str, name: str, thr: Th
                           "strata": len(paired)})
 
 
+@dataclass(frozen=True)
+class RunToRunNoise:
+    """A latency key's statistic in each run a baseline was promoted from, and the machine's
+    run-to-run spread of it (log scale), pooled over the baseline's variants."""
+
+    logs: np.ndarray  # this variant's log statistic per baseline run
+    sd: float  # pooled sd of the log statistic between runs
+    df: int  # its degrees of freedom: sum over variants of (runs - 1)
+    variants: int  # how many variants the sd is pooled over
+
+
+def _run_to_run_noise(base: RunData, variant: str, name: str, settings: GateSettings) -> RunToRunNoise | None:
+    """None unless the baseline holds this key from at least `min_history_runs` runs."""
+    per_variant = ((base.run_to_run or {}).get("latency") or {})
+
+    def logs_of(v: str) -> np.ndarray:
+        vals = [x for x in (per_variant.get(v) or {}).get(name) or [] if isinstance(x, (int, float)) and x > 0]
+        return np.log(np.asarray(vals, dtype=float))
+
+    mine = logs_of(variant)
+    if mine.size < settings.min_history_runs:
+        return None
+    ss, df, pooled = 0.0, 0, 0
+    for v in per_variant:
+        logs = logs_of(v)
+        if logs.size >= 2:
+            ss += float(((logs - logs.mean()) ** 2).sum())
+            df += logs.size - 1
+            pooled += 1
+    return RunToRunNoise(logs=mine, sd=math.sqrt(ss / df), df=df, variants=pooled)
+
+
+def _between_runs_check(base: RunData, run: RunData, variant: str, name: str, thr: Threshold, settings: GateSettings,
+                        noise: RunToRunNoise) -> Check:
+    """Latency against a baseline promoted from several runs. Repeats within one run cannot show
+    how much a whole run moves (a worker process's placement, clocks, the host), so the test is
+    between runs: the baseline figure is the geometric mean of the runs' statistics, and a change
+    fails when it is beyond the threshold AND the current run's statistic lies further from it
+    than the runs scatter: t = (log current - mean log baseline) / (sd sqrt(1 + 1/n)), one-sided p
+    from Student's t with the pooled degrees of freedom (a prediction-interval test).
+
+    The test asks whether the run moved at all (asv's rule), not by more than the threshold as
+    the within-run tests do: those move the null to the threshold because they cannot see a whole
+    run's shift, which this test's variance contains. The threshold then says what size matters."""
+    c_stat = run.latency_statistic(variant, name)
+    assert c_stat is not None
+    n = noise.logs.size
+    b_ref = float(np.exp(noise.logs.mean()))
+    rel, ab = _relative(c_stat, b_ref), c_stat - b_ref
+    change = rel if thr.relative else ab
+    beyond = thr.exceeded(change)
+    up = thr.worse is Worse.UP or (thr.worse is Worse.BOTH and change > 0)
+    alpha = settings.latency_alpha / (2 if thr.worse is Worse.BOTH else 1)
+    moved = (math.log(c_stat) - noise.logs.mean()) if up else (noise.logs.mean() - math.log(c_stat))
+    se = noise.sd * math.sqrt(1 + 1 / n)
+    if se > 0:
+        t = moved / se
+        p = float(sps.t.sf(t, noise.df))
+    else:  # the runs agreed exactly: any move is beyond their scatter
+        t = math.inf if moved > 0 else -math.inf
+        p = 0.0 if moved > 0 else 1.0
+    chg = fmt_change(name, rel, ab, thr)
+    scatter = (f"run-to-run sd {noise.sd * 100:.1f}% ({n} baseline runs; pooled over {noise.variants} variant(s), "
+               f"{noise.df} df)")
+    if beyond and p < alpha:
+        why = (f"{chg} is beyond {thr.describe()}, and the run moved by more than runs scatter: "
+               f"t={t:.2f}, p={fmt_p(p)} < {alpha:g}, {scatter}")
+        verdict = Verdict.FAIL
+    elif beyond:
+        why = (f"{chg} is beyond {thr.describe()} but within the machine's run-to-run noise: p={fmt_p(p)} ≥ {alpha:g}, "
+               f"{scatter}")
+        verdict = Verdict.PASS
+    else:
+        why = f"within {thr.describe()} ({scatter})"
+        verdict = Verdict.PASS
+    return Check(name, variant, verdict, why, baseline=fmt_value(name, b_ref) + f" (mean of {n} runs)",
+                 current=fmt_value(name, c_stat), change=chg, threshold=thr.describe(),
+                 details={"baseline": b_ref, "current": c_stat, "relative_change": rel, "p_beyond_threshold": p,
+                          "alpha": alpha, "test": "between-runs", "runs": n, "run_to_run_sd": noise.sd, "df": noise.df,
+                          "t": t})
+
+
 def _single_value_check(name: str, variant: str, b: float, c: float, thr: Threshold, what: str) -> Check:
     rel, ab = _relative(c, b), c - b
     change = rel if thr.relative else ab
@@ -499,6 +581,9 @@ def _metric_check(base: RunData, run: RunData, variant: str, name: str, thr: Thr
         return Check(name, variant, Verdict.FAIL, f"not measured in this run (the baseline has {name} for {variant})",
                      threshold=thr.describe())
     if family is Family.LATENCY:
+        history = _run_to_run_noise(base, variant, name, settings)
+        if history is not None:
+            return _between_runs_check(base, run, variant, name, thr, settings, history)
         return _latency_check(base, run, variant, name, thr, settings)
     if family is Family.MEMORY:
         b, c = base.memory_max(variant, name), run.memory_max(variant, name)
@@ -548,6 +633,14 @@ def compare(base: RunData, run: RunData, gates: Gates | None = None, settings: G
         result.notes.append("the run's [gates] thresholds differ from those stored in the baseline; the run's are used")
     if gates.empty:
         result.notes.append("the suite has no [gates] thresholds: only completeness and case status are checked")
+    latency_gated = any(metric_family(k) is Family.LATENCY for v in base.variants for k in gates.for_variant(v))
+    history = len((base.run_to_run or {}).get("runs") or [])
+    if latency_gated and history >= settings.min_history_runs:
+        result.notes.append(f"latency is tested against the scatter between the {history} runs the baseline was promoted from")
+    elif latency_gated:
+        result.notes.append("the baseline was promoted from " + (f"{history} runs" if history else "one run")
+                            + f": latency is tested within runs, which cannot see how far a whole run moves on this "
+                              f"machine; promote it from {settings.min_history_runs} or more runs (docs/gate.md)")
     for name in gates.per_variant:
         if name not in base.variants and not run.has_variant(name):
             result.notes.append(f"[gates.{name}] names a variant that is in neither the baseline nor the run")

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..errors import UserInputError
@@ -114,6 +115,9 @@ class RunData:
     generation: dict[str, Any] = field(default_factory=dict)
     measurement: dict[str, Any] = field(default_factory=dict)
     note: str | None = None  # e.g. why a baseline was promoted from an incomplete run
+    # A baseline promoted from several runs: each run's latency statistics (see
+    # `run_to_run_section`), so the gate can tell a regression from the machine's run-to-run wobble.
+    run_to_run: dict[str, Any] | None = None
     _by_variant: dict[str, list[GateRecord]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -174,6 +178,17 @@ class RunData:
             if values:
                 out.setdefault(r.case_id, []).extend(values)
         return out
+
+    def latency_statistic(self, variant: str, name: str) -> float | None:
+        """A latency gate key's pooled statistic over every OK repeat (as in summary.json)."""
+        from .stats import statistic
+        from .thresholds import LATENCY_KEYS
+
+        field_name, which = LATENCY_KEYS[name]
+        timings = self.timings_by_case(variant, field_name)
+        if not timings:
+            return None
+        return float(statistic(np.concatenate([np.asarray(v, dtype=float) for v in timings.values()]), which))
 
     def metric_by_case(self, variant: str, metric: str) -> dict[str, float]:
         """One value per case: repeat 0 of OK records (repeats of a seeded edit are the same image)."""
@@ -271,3 +286,15 @@ def check_summary(summary: dict[str, Any], where: str) -> None:
         at = "/".join(str(p) for p in error.absolute_path) or "(top level)"
         raise UserInputError(where, f"does not match the summary schema at {at}: {error.message[:200]}",
                              "it was edited or written by another qie-bench version; re-run")
+
+
+def run_to_run_section(runs: list[RunData]) -> dict[str, Any]:
+    """What a baseline keeps of several comparable runs for the gate's run-to-run test: which runs,
+    and per variant and latency key each run's statistic (None where a run has no OK timing)."""
+    from .thresholds import LATENCY_KEYS
+
+    variants = list(dict.fromkeys(v for r in runs for v in r.variants))
+    return {
+        "runs": [{"run_id": r.run_id, "label": r.label} for r in runs],
+        "latency": {v: {k: [r.latency_statistic(v, k) for r in runs] for k in LATENCY_KEYS} for v in variants},
+    }

@@ -3,10 +3,13 @@
 A `NoiseModel` holds the "true" per-case figures of every variant (latency level, step-time
 profile, memory peaks, quality scores, statuses) and how re-runs scatter around them:
 
-- latency: level x exp(run shift + residual). The residual is drawn from a pool of within-case,
-  repeat-to-repeat log deviations — fitted from a real run, where the pool carries that machine's
-  outliers too — and the run shift (clocks, thermals, a neighbour on the host) is common to every
-  item of one run. A single run cannot show its own shift, so its size is a stated assumption.
+- latency: level x exp(run shift + variant shift + residual). The residual is drawn from a pool of
+  within-case, repeat-to-repeat log deviations — fitted from a real run, where the pool carries
+  that machine's outliers too. The run shift (clocks, thermals, a neighbour on the host) is common
+  to every item of one run; the variant shift is common to the items of one variant in one run,
+  i.e. to one worker process (where its memory, threads and kernels landed: measured at 3–7 % sd
+  between identical variants of one run on a GPU runner). A single run shows neither, so fitted
+  to one run their sizes are stated assumptions; `fit_runs` measures both from repeated runs.
 - memory: level x (1 + residual), residuals fitted the same way (near zero on a GPU).
 - quality: the case's score plus a small per-case re-run noise (a seeded edit is deterministic on
   one machine; kernels chosen at run time can still move a score slightly).
@@ -79,6 +82,8 @@ class NoiseModel:
     run_shift_sd: float  # sd of the log shift common to a whole run
     quality_noise: Mapping[str, float]  # per metric: sd of a case's score between re-runs
     meta: RunMeta = RunMeta()
+    variant_shift_sd: float = 0.0  # sd of the log shift common to one variant's items in one run
+    fitted_from: int = 1  # runs the shifts were measured from (1: they are assumptions)
 
     # -- construction ------------------------------------------------------------------------------
 
@@ -206,6 +211,48 @@ class NoiseModel:
                    latency_residuals=np.asarray(lat_res), memory_residuals=np.asarray(mem_res or [0.0]),
                    run_shift_sd=run_shift_sd, quality_noise=noise, meta=meta)
 
+    @classmethod
+    def fit_runs(cls, runs: list[RunData], *, quality_noise_frac: float | None = None) -> NoiseModel:
+        """Fit to repeated runs of one suite on one machine: everything `fit` reads from one run
+        (per-case levels and the repeat-to-repeat residuals, pooled over all runs), plus the two
+        shifts a single run cannot show, measured from the runs' differences.
+
+        Each run r and variant v get a shift u[r, v]: the mean over cases of (the case's mean log
+        latency in r - its mean over all runs). Split into a part common to the run, c[r] = mean
+        over variants, and the rest, p[r, v] = u[r, v] - c[r] (one worker process per variant), the
+        usual two-way ANOVA estimates give sd(p)^2 = sum p^2 / ((R-1)(V-1)) and sd(c)^2 = sum c^2 /
+        (R-1) - sd(p)^2 / V. The residuals' own share of u (sd / sqrt(items)) is left in: it is small
+        next to either, and leaving it in errs on the side of more noise, not less."""
+        if len(runs) < 2:
+            raise ValueError("fit_runs needs at least two runs of the same suite")
+        models = [cls.fit(r, run_shift_sd=0.0, quality_noise_frac=quality_noise_frac) for r in runs]
+        first = models[0]
+        variants = tuple(v for v in first.variants if all(v in m.truth for m in models))
+        cases = tuple(c for c in first.cases if all(c in m.truth[v] and m.truth[v][c].latency_s > 0
+                                                     for m in models for v in variants))
+        if len(variants) < 1 or len(cases) < 1:
+            raise ValueError("the runs share no variant and case with OK timings")
+        logs = np.array([[[math.log(m.truth[v][c].latency_s) for c in cases] for v in variants] for m in models])
+        case_mean = logs.mean(axis=0)  # variants x cases, over runs
+        u = (logs - case_mean).mean(axis=2)  # runs x variants
+        n_runs, n_var = u.shape
+        common = u.mean(axis=1)
+        part = u - common[:, None]
+        var_p = float((part**2).sum() / ((n_runs - 1) * (n_var - 1))) if n_var > 1 else 0.0
+        var_c = float((common**2).sum() / (n_runs - 1)) - (var_p / n_var if n_var > 1 else 0.0)
+        if n_var == 1:  # one variant: the two cannot be told apart; call it all per-variant
+            var_p, var_c = max(var_c, 0.0), 0.0
+        # The levels: each case's geometric mean over the runs (the first run's truths otherwise).
+        truth = {v: dict(first.truth[v]) for v in first.variants}
+        for i, v in enumerate(variants):
+            for j, c in enumerate(cases):
+                truth[v][c] = replace(truth[v][c], latency_s=float(math.exp(case_mean[i, j])))
+        residuals = np.concatenate([m.latency_residuals for m in models])
+        memory = np.concatenate([m.memory_residuals for m in models])
+        return replace(first, truth=truth, latency_residuals=residuals, memory_residuals=memory,
+                       run_shift_sd=math.sqrt(max(var_c, 0.0)), variant_shift_sd=math.sqrt(max(var_p, 0.0)),
+                       fitted_from=n_runs)
+
     # -- sampling ----------------------------------------------------------------------------------
 
     def sample(self, rng: np.random.Generator, *, run_id: str = "sim", latency_factor: Mapping[str, float] | None = None,
@@ -228,6 +275,7 @@ class NoiseModel:
         shift = rng.normal(0.0, self.run_shift_sd) if self.run_shift_sd > 0 else 0.0
         records: list[dict[str, Any]] = []
         for v in self.variants:
+            v_shift = shift + (rng.normal(0.0, self.variant_shift_sd) if self.variant_shift_sd > 0 else 0.0)
             for case in self.cases:
                 t = self.truth[v].get(case)
                 if t is None:
@@ -245,7 +293,7 @@ class NoiseModel:
                             status, "RuntimeError: simulated failure")
                         records.append(rec)
                         continue
-                    mult = math.exp(shift + float(rng.choice(self.latency_residuals))) * latency_factor.get(v, 1.0)
+                    mult = math.exp(v_shift + float(rng.choice(self.latency_residuals))) * latency_factor.get(v, 1.0)
                     latency = t.latency_s * mult
                     steps = [latency * f * math.exp(float(rng.normal(0, 0.005))) for f in t.step_fractions]
                     rest = max(latency - sum(steps), 0.0)

@@ -47,6 +47,9 @@ class GateSettings:
     # `min_bootstrap_repeats` repeats of every case in both runs.
     latency_bootstrap: int = 2000
     min_bootstrap_repeats: int = 3
+    # A baseline promoted from at least this many runs is tested between runs (its runs'
+    # scatter), instead of by the repeats within one run, which cannot see a whole run move.
+    min_history_runs: int = 3
     # Bootstrap resamples for the interval of the mean per-case quality change (part of the verdict).
     quality_bootstrap: int = 5000
     confidence: float = 0.95
