@@ -14,7 +14,6 @@ import pytest
 from gate_fixtures import gate, make_world, no_fsync, read_json, write_run
 
 from qie_bench.cli import main
-
 from qie_bench.gate.baseline import load_baseline
 from qie_bench.gate.compare import Verdict, compare
 from qie_bench.gate.rundata import load_run
