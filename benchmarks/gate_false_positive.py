@@ -49,7 +49,7 @@ sys.path.insert(0, str(ROOT))
 
 from qie_bench.errors import UserInputError
 from qie_bench.gate.compare import Verdict, compare
-from qie_bench.gate.rundata import load_run, run_to_run_section
+from qie_bench.gate.rundata import RunData, load_run, run_to_run_section
 from qie_bench.gate.simulate import MEMORY_FIELDS, NoiseModel, RunMeta, deterministic_outputs, run_data, write_run_dir
 from qie_bench.gate.stats import GateSettings
 from qie_bench.gate.thresholds import Direction, Family, metric_direction, metric_family, parse_gates
@@ -80,8 +80,10 @@ def default_gates(model: NoiseModel, latency_threshold: str) -> dict[str, Any]:
     return gates
 
 
-def load_model(args: argparse.Namespace) -> tuple[NoiseModel, str, str]:
-    """The fitted noise model, where it came from, and how the quality re-run noise was set."""
+def load_model(args: argparse.Namespace) -> tuple[NoiseModel, str, str, list[RunData]]:
+    """The fitted noise model, where it came from, how the quality re-run noise was set, and the
+    real runs it was fitted to (none for a synthetic one)."""
+    runs: list[RunData] = []
     if args.synthetic or not args.run[0].exists():
         if not args.synthetic:
             print(f"note: no run at {args.run}; fitting the noise model to a synthetic run instead "
@@ -107,24 +109,23 @@ def load_model(args: argparse.Namespace) -> tuple[NoiseModel, str, str]:
             frac, how = 0.0, "0 (every case's repeats gave byte-identical images: deterministic)"
         else:
             frac, how = 0.05, "0.05 x between-case sd (assumed: repeats gave different images)"
-    if args.synthetic or not args.run[0].exists() or len(args.run) == 1:
-        model = NoiseModel.fit(run, run_shift_sd=args.run_shift_sd, quality_noise_frac=frac)
-    else:
+    if len(runs) > 1:
         model = NoiseModel.fit_runs(runs, quality_noise_frac=frac)
-    return model, source, how
+    else:
+        model = NoiseModel.fit(run, run_shift_sd=args.run_shift_sd, quality_noise_frac=frac)
+    return model, source, how, runs
 
 
-def real_reruns(args: argparse.Namespace, gates: Any, settings: GateSettings) -> str | None:
+def real_reruns(runs: list[RunData], history: int, gates: Any, settings: GateSettings) -> str | None:
     """No simulation: with several real runs, gate each run against a baseline promoted from
-    `--history` of the others (every combination), and count how many of these honest re-runs
+    `history` of the others (every combination), and count how many of these honest re-runs
     the gate flags."""
-    if args.synthetic or len(args.run) < args.history + 1:
+    if len(runs) < history + 1:
         return None
-    runs = [load_run(r) for r in args.run]
     flagged, total, checks = 0, 0, Counter()
-    for chosen in itertools.combinations(range(len(runs)), args.history):
+    for chosen in itertools.combinations(range(len(runs)), history):
         base = runs[chosen[0]]
-        if args.history > 1:
+        if history > 1:
             base = replace(base, run_to_run=run_to_run_section([runs[i] for i in chosen]))
         for j in (j for j in range(len(runs)) if j not in chosen):
             r = compare(base, runs[j], gates, settings=settings)
@@ -133,7 +134,7 @@ def real_reruns(args: argparse.Namespace, gates: Any, settings: GateSettings) ->
                 flagged += 1
                 checks.update(f"{c.name}/{c.variant}" for c in r.failures)
     line = (f"real re-runs         {flagged}/{total} flagged (each of the {len(runs)} runs gated against baselines "
-            f"promoted from {args.history} of the others)")
+            f"promoted from {history} of the others)")
     if checks:
         line += "\n  flagged by: " + ", ".join(f"{k} x{n}" for k, n in checks.most_common(8))
     return line
@@ -166,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--sims must be at least 200")
 
     try:
-        model, source, quality_noise = load_model(args)
+        model, source, quality_noise, real_runs = load_model(args)
     except UserInputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -230,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         collateral.update(f"{c.name}/{c.variant}" for c in r.failures if metric_family(c.name) is not Family.LATENCY)
     elapsed = time.perf_counter() - t0
 
-    real = real_reruns(args, gates, s)
+    real = real_reruns(real_runs, args.history, gates, s)
 
     fp_rate = false_positives / args.sims
     rates = {v: caught[v] / args.sims for v in model.variants}

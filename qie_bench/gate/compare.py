@@ -46,7 +46,7 @@ from .stats import (
     GateSettings,
     fmt_p,
     paired_bootstrap_mean,
-    statistic,
+    pooled_statistic,
     stratified_bootstrap,
     van_elteren,
 )
@@ -314,8 +314,7 @@ def _latency_check(base: RunData, run: RunData, variant: str, name: str, thr: Th
     rank test to ever reach alpha, the threshold alone decides."""
     field_name, which = LATENCY_KEYS[name]
     b, c = base.timings_by_case(variant, field_name), run.timings_by_case(variant, field_name)
-    b_stat = float(statistic(np.concatenate([np.asarray(v) for v in b.values()]), which))
-    c_stat = float(statistic(np.concatenate([np.asarray(v) for v in c.values()]), which))
+    b_stat, c_stat = pooled_statistic(b, which), pooled_statistic(c, which)
     rel, ab = _relative(c_stat, b_stat), c_stat - b_stat
     change = rel if thr.relative else ab
     beyond = thr.exceeded(change)
@@ -467,7 +466,7 @@ def _between_runs_check(base: RunData, run: RunData, variant: str, name: str, th
         verdict = Verdict.PASS
     return Check(name, variant, verdict, why, baseline=fmt_value(name, b_ref) + f" (mean of {n} runs)",
                  current=fmt_value(name, c_stat), change=chg, threshold=thr.describe(),
-                 details={"baseline": b_ref, "current": c_stat, "relative_change": rel, "p_beyond_threshold": p,
+                 details={"baseline": b_ref, "current": c_stat, "relative_change": rel, "p_changed": p,
                           "alpha": alpha, "test": "between-runs", "runs": n, "run_to_run_sd": noise.sd, "df": noise.df,
                           "t": t})
 

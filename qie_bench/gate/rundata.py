@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..errors import UserInputError
@@ -181,14 +180,12 @@ class RunData:
 
     def latency_statistic(self, variant: str, name: str) -> float | None:
         """A latency gate key's pooled statistic over every OK repeat (as in summary.json)."""
-        from .stats import statistic
+        from .stats import pooled_statistic
         from .thresholds import LATENCY_KEYS
 
         field_name, which = LATENCY_KEYS[name]
         timings = self.timings_by_case(variant, field_name)
-        if not timings:
-            return None
-        return float(statistic(np.concatenate([np.asarray(v, dtype=float) for v in timings.values()]), which))
+        return pooled_statistic(timings, which) if timings else None
 
     def metric_by_case(self, variant: str, metric: str) -> dict[str, float]:
         """One value per case: repeat 0 of OK records (repeats of a seeded edit are the same image)."""

@@ -142,6 +142,11 @@ def statistic(values: np.ndarray, which: str, axis: int = -1) -> np.ndarray:
     return np.percentile(values, {"p50": 50.0, "p95": 95.0}[which], axis=axis)
 
 
+def pooled_statistic(timings: Mapping[str, Sequence[float]], which: str) -> float:
+    """The statistic over every repeat of every case together, as summary.json reports it."""
+    return float(statistic(np.concatenate([np.asarray(v, dtype=float) for v in timings.values()]), which))
+
+
 @dataclass(frozen=True)
 class BootstrapInterval:
     """Percentile-bootstrap intervals of the change of a statistic, current against baseline."""
