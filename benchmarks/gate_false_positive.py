@@ -50,7 +50,7 @@ sys.path.insert(0, str(ROOT))
 from qie_bench.errors import UserInputError
 from qie_bench.gate.compare import Verdict, compare
 from qie_bench.gate.rundata import RunData, load_run, run_to_run_section
-from qie_bench.gate.simulate import MEMORY_FIELDS, NoiseModel, RunMeta, deterministic_outputs, run_data, write_run_dir
+from noise_model import MEMORY_FIELDS, NoiseModel, RunMeta, deterministic_outputs, run_data, write_run_dir
 from qie_bench.gate.stats import GateSettings
 from qie_bench.gate.thresholds import Direction, Family, metric_direction, metric_family, parse_gates
 

@@ -172,6 +172,16 @@ class Suite(BaseModel):
     # applies them again, so they travel with the run.
     cli_overrides: dict[str, Any] = {}
 
+    @classmethod
+    def from_config(cls, data: dict[str, Any]) -> Suite:
+        """A suite from its validated JSON form (`model_dump(mode="json")`, as run.json keeps it and
+        the worker receives it)."""
+        from .metrics.config import MetricsConfig
+
+        metrics = data.get("metrics")
+        suite = cls.model_validate({**data, "metrics": None})
+        return suite.model_copy(update={"metrics": MetricsConfig.model_validate(metrics) if metrics else None})
+
     def case_set_dir(self) -> Path:
         base = self.path.parent if self.path else Path.cwd()
         return (base / self.cases.path).resolve()
@@ -183,8 +193,11 @@ class Suite(BaseModel):
         raise KeyError(name)
 
     def fingerprint(self) -> str:
-        """sha256 of the canonical suite content (not its path or formatting)."""
-        blob = json.dumps(self.model_dump(mode="json", exclude={"path", "cli_overrides"}), sort_keys=True, ensure_ascii=False)
+        """sha256 of what changes measurements: model, cases, generation, measurement, variants and
+        metrics (not the path or formatting, and not `[gates]`: thresholds are policy, so a team
+        that moves "+10%" to "+15%" keeps its baselines comparable)."""
+        blob = json.dumps(self.model_dump(mode="json", exclude={"path", "cli_overrides", "gates", "description"}),
+                          sort_keys=True, ensure_ascii=False)
         return "sha256:" + hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -229,17 +242,24 @@ def load_suite(path: str | Path) -> Suite:
         else:
             metrics = validated
     suite = suite.model_copy(update={"path": path.resolve(), "metrics": metrics})
-    _check_variants(suite, path)
+    return check_suite(suite, str(path))
+
+
+def check_suite(suite: Suite, where: str = "suite") -> Suite:
+    """What a suite needs beyond its sections' own types: each variant's options checked by its
+    kind, an existing baseline variant, and a valid [gates] table. `load_suite` calls it for a file;
+    `qie_bench.run` for a suite built in code. Returns the suite; raises UserInputError."""
+    _check_variants(suite, where)
     from .gate.thresholds import check_gate_variants, parse_gates
 
     # Thresholds are checked here, once, so a bad gate fails when the suite is read, not at
     # the end of a long run. The raw table stays on the suite (summary.json records it as written).
-    gates = parse_gates(raw.get("gates"), where=f"{path}: gates")
-    check_gate_variants(gates, [v.name for v in suite.variants], f"{path}: gates")
+    gates = parse_gates(suite.gates, where=f"{where}: gates")
+    check_gate_variants(gates, [v.name for v in suite.variants], f"{where}: gates")
     return suite
 
 
-def _check_variants(suite: Suite, path: Path) -> None:
+def _check_variants(suite: Suite, path: str) -> None:
     from .variants import VARIANTS  # late import: the registry imports torch-heavy modules lazily
 
     names = [v.name for v in suite.variants]

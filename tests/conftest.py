@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = ROOT / "suites" / "cases" / "edit-v1"
+
+# Test support that is not part of the package: the gate's noise model lives beside the benchmark
+# that is its main user (benchmarks/noise_model.py).
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 # Tests never reach a model hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from qie_bench.cli import main
-from qie_bench.gate.simulate import NoiseModel, RunMeta, write_run_dir
+from noise_model import NoiseModel, RunMeta, write_run_dir
 
 # A realistic [gates] table (as in docs/gate.md), with one per-variant override.
 GATES: dict[str, Any] = {

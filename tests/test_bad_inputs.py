@@ -224,18 +224,21 @@ def test_disk_full_mid_run_stops_cleanly(previous, tmp_path: Path) -> None:
     from qie_bench.results import read_records
 
     prev_suite, _, _ = previous
+    LIMIT = 14_000
     suite = tmp_path / "s.toml"
-    suite.write_text(prev_suite.read_text().replace("repeats = 1", "repeats = 2"))  # 4 records of ~900 bytes
+    suite.write_text(prev_suite.read_text().replace("repeats = 1", "repeats = 10"))  # 20 records of ~1 kB
     out = tmp_path / "out"
 
     def limit() -> None:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (2600, 2600))  # run.json, PNGs, build file fit; the 3rd record does not
+        # run.json (with the validated suite), the worker spec, PNGs and the build file fit; 20 records do not
+        resource.setrlimit(resource.RLIMIT_FSIZE, (LIMIT, LIMIT))
 
     proc = subprocess.run([sys.executable, "-m", "qie_bench.cli", "run", str(suite), "--out", str(out), "--no-progress"],
                           preexec_fn=limit, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "cannot write" in proc.stderr.strip().splitlines()[-1] or "File too large" in proc.stderr
     records = read_records(out / "cases.jsonl")  # whole records only; a torn tail is dropped
-    assert len(records) == 2 and all(r["status"] == "OK" for r in records)
+    assert 0 < len(records) < 20 and all(r["status"] == "OK" for r in records)
+    assert (out / "cases.jsonl").stat().st_size <= LIMIT
     assert not (out / "summary.json").exists()

@@ -28,7 +28,6 @@ DETERMINISTIC = ("key", "variant", "case_id", "repeat", "seed", "status", "outpu
 
 def _cli(*args: str) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    env.pop("QIE_BENCH_FAULTS", None)
     return subprocess.Popen([sys.executable, "-m", "qie_bench.cli", *args], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, env=env)
 

@@ -18,7 +18,7 @@ from gate_fixtures import GATES, drop_metric, gate, make_world, no_fsync, promot
 from qie_bench.gate.baseline import load_baseline
 from qie_bench.gate.compare import Verdict, compare
 from qie_bench.gate.rundata import load_run
-from qie_bench.gate.simulate import NoiseModel
+from noise_model import NoiseModel
 
 
 @pytest.fixture(scope="module", autouse=True)

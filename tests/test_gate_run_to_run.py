@@ -17,7 +17,7 @@ from qie_bench.cli import main
 from qie_bench.gate.baseline import load_baseline
 from qie_bench.gate.compare import Verdict, compare
 from qie_bench.gate.rundata import load_run
-from qie_bench.gate.simulate import NoiseModel, run_data
+from noise_model import NoiseModel, run_data
 from qie_bench.gate.thresholds import parse_gates
 
 GATES = {"latency_p50_s": "+5%", "latency_p95_s": "+5%"}

@@ -1,5 +1,5 @@
 """The runner end to end on the tiny pipeline: child process per variant, failures recorded,
-the run goes on. Faults are injected for real through QIE_BENCH_FAULTS (see worker.py)."""
+the run goes on. Faults are injected for real through the orchestrator's test hook (see worker.py)."""
 
 from __future__ import annotations
 
@@ -19,10 +19,14 @@ THREE = ["rm-watermark-bottle", "txt-price-mug", "add-hat-chelsea"]
 
 
 def _run(suite: Path, out: Path, monkeypatch: pytest.MonkeyPatch, faults: list[dict] | None = None, *extra: str) -> int:
-    if faults:
-        monkeypatch.setenv("QIE_BENCH_FAULTS", json.dumps(faults))
-    else:
-        monkeypatch.delenv("QIE_BENCH_FAULTS", raising=False)
+    if faults:  # the fault hook is reachable from Python only, never from the command line
+        assert not extra
+        from qie_bench.plan import make_plan
+        from qie_bench.runner.orchestrator import Orchestrator
+        from qie_bench.suite import load_suite
+
+        Orchestrator(make_plan(load_suite(suite)), out, faults=faults).run()
+        return 0
     return main(["run", str(suite), "--out", str(out), "--no-progress", *extra])
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -34,56 +33,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_command(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from ..errors import UserInputError, did_you_mean
-    from ..runner.orchestrator import Orchestrator, default_out_dir, make_plan, prepare_out_dir
-    from pydantic import ValidationError
-
-    from ..suite import GenerationConfig, load_suite, parse_bytes
+    from ..errors import UserInputError
+    from ..plan import Overrides, apply_overrides, make_plan
+    from ..runner.orchestrator import Orchestrator, default_out_dir, prepare_out_dir
+    from ..suite import load_suite
 
     console = Console(stderr=True)
-    suite = load_suite(args.suite)
-    if args.variants:
-        wanted = [v.strip() for v in args.variants.split(",") if v.strip()]
-        names = [v.name for v in suite.variants]
-        for w in wanted:
-            if w not in names:
-                raise UserInputError("--variants", f"no variant named '{w}' in {args.suite}",
-                                     did_you_mean(w, names) or f"variants are: {', '.join(names)}")
-        if suite.baseline_variant and suite.baseline_variant not in wanted:
-            if args.without_baseline:
-                suite = suite.model_copy(update={"baseline_variant": None})
-            else:
-                wanted.insert(0, suite.baseline_variant)  # fidelity metrics need the baseline's outputs
-        suite = suite.model_copy(update={"variants": tuple(v for v in suite.variants if v.name in wanted)})
-    overrides = {}
-    if args.vram_budget is not None:
-        try:
-            parse_bytes(args.vram_budget)
-        except ValueError as err:
-            raise UserInputError("--vram-budget", str(err)) from None
-        overrides["memory_budget"] = args.vram_budget
-    if args.offload is not None:
-        overrides["offload"] = args.offload
-    size_overrides = {}
-    if args.size is not None:
-        m = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", args.size)
-        if not m:
-            raise UserInputError("--size", f"'{args.size}' is not WIDTHxHEIGHT in pixels", "e.g. --size 512x512")
-        size_overrides = {"width": int(m.group(1)), "height": int(m.group(2))}
-        try:  # the suite's own rules for width/height (model_copy below would not check them)
-            GenerationConfig.model_validate({**suite.generation.model_dump(), **size_overrides})
-        except ValidationError as err:
-            problem = err.errors()[0]
-            raise UserInputError("--size", f"{problem['loc'][0]} {problem['msg']}", "e.g. --size 512x512") from None
-    if args.cases:
-        selected = tuple(c.strip() for c in args.cases.split(",") if c.strip())
-        suite = suite.model_copy(update={"cases": suite.cases.model_copy(update={"select": selected})})
-    if overrides or size_overrides:
-        # Recorded in the suite fingerprint: a run under a budget or at another size is not
-        # comparable to one without.
-        suite = suite.model_copy(update={"measurement": suite.measurement.model_copy(update=overrides),
-                                         "generation": suite.generation.model_copy(update=size_overrides),
-                                         "cli_overrides": {"measurement": overrides, "generation": size_overrides}})
+    suite = apply_overrides(
+        load_suite(args.suite),
+        Overrides(variants=args.variants, cases=args.cases, without_baseline=args.without_baseline,
+                  memory_budget=args.vram_budget, offload=args.offload, size=args.size),
+        where={"variants": "--variants", "cases": "--cases", "memory_budget": "--vram-budget", "offload": "--offload",
+               "size": "--size"},
+    )
     if args.resume and args.out is None:
         raise UserInputError("--resume", "needs --out DIR (the run directory to finish)")
     out = args.out or default_out_dir(suite)
@@ -110,7 +72,7 @@ def run_command(args: argparse.Namespace) -> int:
                       f"qie-bench run {args.suite} --out {out} --resume")
         return 143 if isinstance(stop, _Terminated) else 130
     wall = time.perf_counter() - t0
-    print_summary(console, summary)
+    print_summary(console, summary, out)
     console.print(f"wall time {wall:.1f} s; results in {out}")
     return 0
 
@@ -172,33 +134,53 @@ def _progress(console: Any, plan: Any, plain: bool) -> Any:
     return p
 
 
-def _fmt_s(x: Any) -> str:
-    return "—" if x is None else f"{x:.3f}"
+def _two_lines(name: str) -> str:
+    """A metric name as a two-line header: 'ssim_vs_baseline' -> 'ssim_vs\nbaseline'."""
+    words = name.split("_")
+    half = (len(words) + 1) // 2
+    return "_".join(words[:half]) + ("\n" + "_".join(words[half:]) if words[half:] else "")
 
 
-def print_summary(console: Any, summary: dict) -> None:
+def _seconds(x: float | None) -> str:
+    return "—" if x is None else f"{x:.3g}"
+
+
+def print_summary(console: Any, summary: dict, out: Any = None) -> None:
+    """A compact table that fits 100 columns: status, latency, peak memory, weights and the
+    suite's gated quality metrics. Every other figure is in summary.json and the report."""
+    from rich import box
     from rich.table import Table
 
-    from ..units import fmt_bytes
+    from ..results import RunSummary, Unit, measure
 
-    t = Table(title=f"{summary['fingerprint']['suite']['name']} — {summary['weights']['model']} weights, "
-                    f"{summary['fingerprint']['environment']['hardware_class']}")
-    for col in ("variant", "OK", "OOM", "ERR", "T/O", "p50 s", "p95 s", "step p50 s", "peak VRAM", "peak RSS", "weights"):
-        t.add_column(col, justify="right" if col != "variant" else "left")
-    metric_names: list[str] = []
-    for v in summary["variants"].values():
-        for name in v.get("metrics", {}):
-            if name not in metric_names:
-                metric_names.append(name)
-    for name in metric_names:
-        t.add_column(name, justify="right")
-    for name, v in summary["variants"].items():
-        c = v["status_counts"]
-        row = [name, str(c["OK"]), str(c["OOM"]), str(c["ERROR"]), str(c["TIMEOUT"]), _fmt_s(v["latency_p50_s"]),
-               _fmt_s(v["latency_p95_s"]), _fmt_s(v["step_p50_s"]), fmt_bytes(v["peak_vram_bytes"]),
-               fmt_bytes(v["rss_peak_bytes"]), fmt_bytes(v["weights_bytes"])]
-        row += [f"{v['metrics'][m]['mean']:.4g}" if m in v.get("metrics", {}) else "—" for m in metric_names]
+    s = RunSummary.model_validate(summary)
+    gpu = str(s.fingerprint.environment.get("device") or "").startswith("cuda")
+    peak_key = "peak_vram_process_bytes" if gpu else "rss_peak_bytes"
+    gated = [k for k, v in s.gates.items() if not isinstance(v, dict) and measure(k) is None]
+    t = Table(title=f"{s.fingerprint.suite.get('name')} — {s.weights.get('model')} weights, "
+                    f"{s.fingerprint.hardware_class}", box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left")
+    t.add_column("variant", no_wrap=True, min_width=max(len(n) for n in s.variants) if s.variants else 7)
+    for col in ("ok", "p50 s", "p95 s", "peak VRAM" if gpu else "peak RSS", "weights", *map(_two_lines, gated)):
+        t.add_column(col, justify="right", no_wrap=True)
+    failures: list[str] = []
+    for name, v in s.variants.items():
+        c = v.status_counts
+        failed = ", ".join(f"{n} {k}" for k, n in c.items() if k != "OK" and n)
+        if failed:
+            failures.append(f"{name}: {failed}")
+        peak = v.get(peak_key)
+        if gpu and peak is None:  # no per-process figure in some containers: the device's
+            peak = v.get("peak_vram_bytes")
+        row = [name, f"{c['OK']}/{v.planned}",
+               _seconds(v.latency_p50_s), _seconds(v.latency_p95_s),
+               Unit.BYTES.format(peak), Unit.BYTES.format(v.weights_bytes)]
+        row += [Unit.NONE.format(v.get(m)) for m in gated]
         t.add_row(*row)
     console.print(t)
-    if not summary["complete"]:
-        console.print(f"[red]incomplete: {summary['recorded_items']} of {summary['planned_items']} planned items recorded[/]")
+    if failures:
+        console.print("not OK: " + "; ".join(failures) + " (errors in cases.jsonl)", highlight=False)
+    where = f" in {out}/summary.json" if out is not None else " in summary.json"
+    console.print(f"every figure (all memory views, per-step times, every metric){where}; "
+                  f"an HTML report: qie-bench report {out or 'RUN_DIR'} --out report.html", highlight=False)
+    if not s.complete:
+        console.print(f"[red]incomplete: {s.recorded_items} of {s.planned_items} planned items recorded[/]")

@@ -7,22 +7,15 @@ the loaded pipeline. The builder states the suite explicitly::
     with building_for(suite):
         report = variant.apply(loaded)
 
-(`qie-bench distill` and the tests do this). The runner's worker does not wrap `apply` yet; until
-it does, `current()` falls back to reading the suite path from the worker's own spec file (the
-worker is started as ``python -m qie_bench.runner.worker SPEC.json`` and builds exactly that
-suite). That fallback is the only place that knows about the worker's command line; it can go
-once the worker wraps `apply` in `building_for(suite)`.
+(the runner's worker, `qie-bench distill` and the tests do this).
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
-import json
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from ..errors import UserInputError
@@ -63,30 +56,10 @@ def building_for(suite_or_context: Any) -> Iterator[BuildContext]:
         _CURRENT.reset(token)
 
 
-_FROM_SPEC: dict[str, BuildContext] = {}
-
-
-def _from_worker_spec() -> BuildContext | None:
-    """Stopgap until the worker wraps `apply` in `building_for` (see the module docstring)."""
-    main = sys.modules.get("__main__")
-    spec = getattr(main, "__spec__", None)
-    if getattr(spec, "name", None) != "qie_bench.runner.worker" or len(sys.argv) < 2:
-        return None
-    try:
-        suite_path = json.loads(Path(sys.argv[1]).read_text())["suite"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if suite_path not in _FROM_SPEC:
-        from ..suite import load_suite
-
-        _FROM_SPEC[suite_path] = BuildContext.from_suite(load_suite(suite_path))
-    return _FROM_SPEC[suite_path]
-
-
 def current(where: str, why: str) -> BuildContext:
     """The suite being built for, or a one-line UserInputError naming `where` and saying `why`
     the variant needs it."""
-    ctx = _CURRENT.get() or _from_worker_spec()
+    ctx = _CURRENT.get()
     if ctx is None:
         raise UserInputError(
             where,

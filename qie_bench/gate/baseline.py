@@ -27,8 +27,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..errors import UserInputError
-from ..results import atomic_write_bytes, atomic_write_json, load_json_file, read_records, summarize_variant
-from .rundata import RunData, check_summary, load_run, run_to_run_section, validate_records
+from ..results import RunDir, atomic_write_bytes, atomic_write_json, validate_records
+from .rundata import RunData, run_data_of, run_to_run_section
 
 BASELINE_SCHEMA_VERSION = 1
 BASELINE_KIND = "qie-bench-baseline"
@@ -71,38 +71,6 @@ def _slim_record(rec: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _reconstruct_summary(run_dir: Path, run: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, Any]:
-    """A summary rebuilt from run.json, the records and the variants' build files, for a run
-    that was killed before writing summary.json (only with --allow-incomplete). The suite's
-    [gates] table is not in run.json, so it is left empty."""
-    build: dict[str, dict[str, Any]] = {}
-    for path in sorted((run_dir / "variants").glob("*.build.json")):
-        try:
-            info = json.loads(path.read_text(encoding="utf-8"))
-            build[info["variant"]] = info
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-    order = list(dict.fromkeys([k.split("/", 1)[0] for k in (run.get("plan") or {}).get("items", [])]
-                               + [r["variant"] for r in records]))
-    variants = {v: summarize_variant([r for r in records if r["variant"] == v], build.get(v)) for v in order}
-    devices = {b.get("device") for b in build.values()}
-    env = dict(run.get("environment") or {})
-    device = next(iter(devices)) if len(devices) == 1 else None
-    if device:
-        env["hardware_class"] = f"gpu:{env.get('gpu_name')}" if str(device).startswith("cuda") else f"cpu:{env.get('cpu')}"
-    env.setdefault("hardware_class", f"cpu:{env.get('cpu')}")
-    kinds = {b.get("metric_weights") for b in build.values() if b.get("metric_weights")}
-    source = (run.get("model") or {}).get("source")
-    return {
-        "schema_version": run["schema_version"], "run_id": run["run_id"], "created_at": run.get("created_at"),
-        "finished_at": None, "complete": False, "baseline_variant": run.get("baseline_variant"),
-        "weights": {"model": "pretrained" if source == "pretrained" else f"random ({source})",
-                    "metrics": kinds.pop() if len(kinds) == 1 else ("mixed" if kinds else None)},
-        "fingerprint": {"environment": env, "model": run.get("model"), "suite": run.get("suite"), "case_set": run.get("case_set")},
-        "gates": {}, "generation": {}, "measurement": {}, "variants": variants,
-    }
-
-
 def _previous_entry(old_bytes: bytes, copy: Path, base_dir: Path) -> dict[str, Any]:
     entry: dict[str, Any] = {"file": str(copy.relative_to(base_dir)), "sha256": "sha256:" + hashlib.sha256(old_bytes).hexdigest(),
                              "replaced_at": _utc_now()}
@@ -126,20 +94,19 @@ def _old_previous(old_bytes: bytes) -> list[dict[str, Any]]:
         return []
 
 
-def _more_runs(run_dir: Path, more: list[Path]) -> dict[str, Any]:
+def _more_runs(first: RunData, run_dir: Path, more: list[Path]) -> dict[str, Any]:
     """The `run_to_run` section from the baseline run and further runs of it. Every run must be
     complete and comparable with the first (same suite, case set, model, metric weights and
     hardware class): the scatter between them is what the gate will allow for."""
     from .compare import comparability_problems
 
-    first = load_run(run_dir)
     runs = [first]
     seen = {run_dir.resolve()}
     for other_dir in more:
         if other_dir.resolve() in seen:
             raise UserInputError(str(other_dir), "is given twice", "pass each run directory once")
         seen.add(other_dir.resolve())
-        other = load_run(other_dir)
+        other = run_data_of(RunDir.load(other_dir))
         problems = comparability_problems(first, other)
         if problems:
             what, b, c, _ = problems[0]
@@ -157,23 +124,21 @@ def promote(run_dir: Path, to: Path | None = None, *, force: bool = False, allow
     """Turn a finished run directory into a baseline file (atomically). See the module docstring.
     `more_runs`: further runs of the same suite on the same machine; their latency statistics
     (with the first run's) let the gate measure the machine's run-to-run noise."""
-    if not run_dir.is_dir():
-        raise UserInputError(str(run_dir), "run directory not found", "pass the --out directory of `qie-bench run`")
-    run_to_run = _more_runs(run_dir, list(more_runs)) if more_runs else None
-    run = load_json_file(run_dir / "run.json", "run.json")
-    raw_records = read_records(run_dir / "cases.jsonl")
-    validate_records(raw_records, str(run_dir / "cases.jsonl"))
-    warnings: list[str] = []
+    rd = RunDir.load(run_dir, require_summary=False)
     summary_path = run_dir / "summary.json"
-    if summary_path.exists():
-        summary = load_json_file(summary_path, "summary.json")
-        check_summary(summary, str(summary_path))
+    warnings: list[str] = []
+    if rd.summary_json is not None:
+        summary = rd.summary_json
     elif allow_incomplete:
-        summary = _reconstruct_summary(run_dir, run, raw_records)
-        warnings.append("summary.json is missing: the summary was rebuilt from the records and the [gates] table is empty")
+        summary = {**rd.rebuilt_summary(), "finished_at": None}
+        warnings.append("summary.json is missing: the summary was rebuilt from the records"
+                        + ("" if rd.suite_config else " and the [gates] table is empty (run.json predates the suite copy)"))
     else:
         raise UserInputError(str(summary_path), "summary.json not found: the run did not finish, so it cannot be a baseline",
                              "finish it with `qie-bench run SUITE --out DIR --resume`, or pass --allow-incomplete")
+    run_to_run = _more_runs(run_data_of(rd), run_dir, list(more_runs)) if more_runs else None
+    run = rd.run
+    raw_records = [r.model_dump(mode="json", exclude_unset=True) for r in rd.records]
 
     planned = list((run.get("plan") or {}).get("items") or [])
     have = {r["key"] for r in raw_records}

@@ -38,8 +38,8 @@ from typing import Any
 import numpy as np
 from scipy import stats as sps
 
-from ..results import Status
-from .rundata import GateRecord, RunData
+from ..results import Status, Unit, measure
+from .rundata import Record, RunData
 from .stats import (
     DEFAULT_SETTINGS,
     LATENCY_NULLS,
@@ -119,20 +119,13 @@ class GateResult:
 # Formatting
 
 
+def _unit(name: str) -> Unit:
+    m = measure(name)
+    return m.unit if m is not None else Unit.NONE
+
+
 def fmt_value(name: str, value: float | None) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if name.endswith("_bytes"):
-        return fmt_bytes(value)
-    if name.endswith("_s"):
-        return f"{value:.4g} s"
-    if name == "oom_rate":
-        return f"{value * 100:.1f}%"
-    if name == "params":
-        return f"{value:,.0f}"
-    return f"{value:.4g}"
+    return _unit(name).format(value)
 
 
 def fmt_change(name: str, relative: float | None, absolute: float | None, threshold: Threshold) -> str:
@@ -141,14 +134,7 @@ def fmt_change(name: str, relative: float | None, absolute: float | None, thresh
                                         else f"{relative * 100:+.1f}%")
     if absolute is None:
         return rel
-    if name.endswith("_bytes"):
-        ab = ("+" if absolute >= 0 else "-") + fmt_bytes(abs(absolute))
-    elif name == "oom_rate":
-        ab = f"{absolute * 100:+.1f} pt"
-    elif name.endswith("_s"):
-        ab = f"{absolute:+.3g} s"
-    else:
-        ab = f"{absolute:+.4g}"
+    ab = _unit(name).format_change(absolute)
     return f"{rel} ({ab})" if threshold.relative else (f"{ab} ({rel})" if relative is not None else ab)
 
 
@@ -178,8 +164,6 @@ def comparability_problems(base: RunData, run: RunData) -> list[tuple[str, str, 
         parts = []
         if bs.get("name") != rs.get("name"):
             parts.append("suite name")
-        if base.gates != run.gates:
-            parts.append("[gates]")
         for section in ("generation", "measurement"):
             if getattr(base, section) and getattr(run, section) and getattr(base, section) != getattr(run, section):
                 parts.append(f"[{section}]")
@@ -221,7 +205,7 @@ def environment_drift(base: RunData, run: RunData) -> list[str]:
 # Checks
 
 
-def _case_problems(records: list[GateRecord], expected: int) -> list[str]:
+def _case_problems(records: list[Record], expected: int) -> list[str]:
     """Why a case is not fine: failed repeats, broken images, repeats without a record."""
     problems = []
     for r in sorted(records, key=lambda r: r.repeat):

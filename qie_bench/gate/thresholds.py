@@ -31,40 +31,16 @@ from enum import Enum
 from typing import Any
 
 from ..errors import UserInputError, did_you_mean
+from ..results.measures import Direction, Family, Unit, measure, measures
 
 
-class Direction(str, Enum):
-    """Which way a metric improves."""
-
-    LOWER = "lower"  # lower is better: latency, memory, OOM rate, LPIPS
-    HIGHER = "higher"  # higher is better: SSIM, PSNR, CLIP-IQA, CLIPScore
-
-
-class Family(str, Enum):
-    """How a gate key is measured, which decides how it is compared (see `compare.py`)."""
-
-    LATENCY = "latency"  # repeated timings: threshold AND a significance test
-    MEMORY = "memory"  # near-deterministic peaks: the max against the threshold
-    STATIC = "static"  # one figure per variant (weights size, parameter count)
-    RATE = "rate"  # OOM rate: counts, compared exactly
-    QUALITY = "quality"  # one value per case: paired per case, bootstrap interval
-
-
-# Gate keys that are measurements of the run itself (not quality metrics), by family. The latency
-# keys name the record field the per-repeat raw values come from and the statistic gated.
-LATENCY_KEYS: dict[str, tuple[str, str]] = {
-    "latency_p50_s": ("latency_s", "p50"),
-    "latency_p95_s": ("latency_s", "p95"),
-    "latency_mean_s": ("latency_s", "mean"),
-    "step_p50_s": ("step_s", "p50"),
-    "step_p95_s": ("step_s", "p95"),
-}
-MEMORY_KEYS = frozenset({
-    "peak_vram_bytes", "peak_vram_process_bytes", "torch_peak_allocated_bytes", "torch_peak_reserved_bytes",
-    "rss_peak_bytes",
-})
-STATIC_KEYS = frozenset({"weights_bytes", "params"})
-RATE_KEYS = frozenset({"oom_rate"})
+# Gate keys that are measurements of the run itself (not quality metrics), by family, from the
+# one measure table. The latency keys name the record field the per-repeat raw values come from
+# and the statistic gated.
+LATENCY_KEYS: dict[str, tuple[str, str]] = {m.key: (m.field or "", m.statistic or "") for m in measures(Family.LATENCY)}
+MEMORY_KEYS = frozenset(m.key for m in measures(Family.MEMORY))
+STATIC_KEYS = frozenset(m.key for m in measures(Family.STATIC, gateable=True))
+RATE_KEYS = frozenset(m.key for m in measures(Family.RATE))
 # Summary keys that are not thresholds: status checks (non-finite and constant outputs, failed
 # cases) are always on, and a single build time is too noisy to gate.
 NOT_GATEABLE = frozenset({
@@ -103,28 +79,20 @@ def register_direction(name: str, direction: Direction | str) -> None:
 
 def metric_direction(name: str) -> Direction | None:
     """The direction of a gate key, or None when it is not known."""
-    if name in LATENCY_KEYS or name in MEMORY_KEYS or name in STATIC_KEYS or name in RATE_KEYS:
-        return Direction.LOWER
+    m = measure(name)
+    if m is not None:
+        return m.direction
     if name in _DIRECTIONS:
         return _DIRECTIONS[name]
     for prefix, direction in _PREFIX_DIRECTIONS:
         if name.startswith(prefix):
             return direction
-    if name.endswith(("_s", "_bytes")):
-        return Direction.LOWER
     return None
 
 
 def metric_family(name: str) -> Family:
-    if name in LATENCY_KEYS:
-        return Family.LATENCY
-    if name in MEMORY_KEYS:
-        return Family.MEMORY
-    if name in STATIC_KEYS:
-        return Family.STATIC
-    if name in RATE_KEYS:
-        return Family.RATE
-    return Family.QUALITY
+    m = measure(name)
+    return m.family if m is not None else Family.QUALITY
 
 
 def known_gate_keys() -> list[str]:
@@ -221,13 +189,14 @@ def parse_threshold(name: str, value: Any, where: str) -> Threshold:
         number /= 100.0
     elif unit is not None:
         u = unit.lower()
-        if name.endswith("_bytes") and u in _BYTE_UNITS:
+        m_unit = m_.unit if (m_ := measure(name)) is not None else Unit.NONE
+        if m_unit is Unit.BYTES and u in _BYTE_UNITS:
             number *= _BYTE_UNITS[u]
-        elif name.endswith("_s") and u in _TIME_UNITS:
+        elif m_unit is Unit.SECONDS and u in _TIME_UNITS:
             number *= _TIME_UNITS[u]
         else:
-            allowed = ("%, B, KB, MB, GB, KiB, MiB or GiB" if name.endswith("_bytes")
-                       else "%, s or ms" if name.endswith("_s") else "% (or no unit: the metric's own)")
+            allowed = ("%, B, KB, MB, GB, KiB, MiB or GiB" if m_unit is Unit.BYTES
+                       else "%, s or ms" if m_unit is Unit.SECONDS else "% (or no unit: the metric's own)")
             raise UserInputError(where, f"unknown unit '{unit}' in '{text}'", f"units here: {allowed}; {_example(name, direction)}")
 
     if sign in ("±", "+/-", "+-", "-+"):

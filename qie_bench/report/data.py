@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserInputError
-from ..results import from_json_number, load_json_file, read_records
+from ..results import Record, RunDir, from_json_number
+from ..units import fmt_bytes
 from . import floors as F
 from .gpus import GPUS, Gpu, match_gpu
 
@@ -74,14 +75,34 @@ def num(value: Any) -> float | None:
 
 @dataclass
 class Run:
-    path: Path
-    run: dict[str, Any]
-    summary: dict[str, Any]
-    records: list[dict[str, Any]]
-    builds: dict[str, dict[str, Any]]
+    """One run directory as the report reads it: the results model's `RunDir` plus the case set
+    (for source images, instructions and categories)."""
+
+    rd: RunDir
     case_set: Any | None  # qie_bench.cases.CaseSet, or None when its folder was not found
     case_set_note: str | None
     label: str = ""
+
+    @property
+    def path(self) -> Path:
+        return self.rd.path
+
+    @property
+    def run(self) -> dict[str, Any]:
+        return self.rd.run
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        assert self.rd.summary_json is not None  # RunDir.load requires it
+        return self.rd.summary_json
+
+    @property
+    def records(self) -> list[Record]:
+        return self.rd.records
+
+    @property
+    def builds(self) -> dict[str, dict[str, Any]]:
+        return self.rd.builds
 
     @property
     def run_id(self) -> str:
@@ -128,7 +149,8 @@ class Run:
     @property
     def memory_budget(self) -> str | None:
         """The emulated card size (`--vram-budget`), or None for the whole device."""
-        return (self.summary.get("measurement") or {}).get("memory_budget")
+        budget = (self.summary.get("measurement") or {}).get("memory_budget")
+        return fmt_bytes(budget) if isinstance(budget, int) else budget
 
     @property
     def offload(self) -> str:
@@ -147,10 +169,9 @@ class Run:
         b = self.summary.get("baseline_variant")
         return b if b in self.summary["variants"] else None
 
-    def records_of(self, variant: str) -> list[dict[str, Any]]:
+    def records_of(self, variant: str) -> list[Record]:
         # The last record of a key supersedes earlier ones (as the gate reads them).
-        by_key = {r["key"]: r for r in self.records if r.get("variant") == variant}
-        return list(by_key.values())
+        return self.rd.records_of(variant)
 
     def case(self, case_id: str) -> Any | None:
         if self.case_set is None:
@@ -161,13 +182,7 @@ class Run:
             return None
 
     def output_image(self, variant: str, case_id: str) -> Path | None:
-        for r in self.records_of(variant):
-            if r.get("case_id") == case_id and r.get("output_path"):
-                p = self.path / r["output_path"]
-                if p.is_file():
-                    return p
-        p = self.path / "images" / variant / f"{case_id}.png"
-        return p if p.is_file() else None
+        return self.rd.output_image(variant, case_id)
 
 
 def _candidate_case_dirs(run_dir: Path, run: dict[str, Any], name: str, extra: Sequence[Path]) -> list[Path]:
@@ -223,37 +238,11 @@ def find_case_set(run_dir: Path, run: dict[str, Any], summary: dict[str, Any], c
 
 
 def load_report_run(run_dir: Path, case_dirs: Sequence[Path] = ()) -> Run:
-    """Read one run directory (with the same checks as the gate where the gate is installed)."""
-    if not run_dir.exists():
-        raise UserInputError(str(run_dir), "run directory not found", "pass the --out directory of `qie-bench run`")
-    if not run_dir.is_dir():
-        raise UserInputError(str(run_dir), "is a file, not a run directory", "pass the --out directory of `qie-bench run`")
-    try:
-        from ..gate.rundata import load_run
-
-        load_run(run_dir)  # schema, run-id consistency, record types: one-line errors
-    except ImportError:
-        pass
-    run = load_json_file(run_dir / "run.json", "run.json")
-    summary_path = run_dir / "summary.json"
-    if not summary_path.exists():
-        raise UserInputError(str(summary_path), "summary.json not found: the run did not finish",
-                             "finish it with `qie-bench run SUITE --out DIR --resume`")
-    summary = load_json_file(summary_path, "summary.json")
-    records = read_records(run_dir / "cases.jsonl")
-    builds: dict[str, dict[str, Any]] = {}
-    for p in sorted((run_dir / "variants").glob("*.build.json")):
-        try:
-            info = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if isinstance(info, dict) and "variant" in info:
-            builds[info["variant"]] = info
-    ids = list(dict.fromkeys(r["case_id"] for r in records if "case_id" in r))
-    plan_ids = [k.split("/")[1] for k in (run.get("plan") or {}).get("items", []) if k.count("/") >= 2]
-    ids = list(dict.fromkeys(plan_ids + ids))
-    case_set, note = find_case_set(run_dir, run, summary, ids, case_dirs)
-    return Run(run_dir, run, summary, records, builds, case_set, note)
+    """Read one run directory (read and checked once, by the results model)."""
+    rd = RunDir.load(run_dir)
+    assert rd.summary_json is not None
+    case_set, note = find_case_set(run_dir, rd.run, rd.summary_json, rd.case_ids, case_dirs)
+    return Run(rd, case_set, note)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -422,7 +411,7 @@ class Column:
     variant: str
     summary: dict[str, Any]
     build: dict[str, Any] | None
-    records: list[dict[str, Any]]
+    records: list[Record]
     is_baseline: bool
     floors: FloorRow | None = None
 
@@ -431,8 +420,8 @@ class Column:
         return f"{self.run.label} · {self.variant}"
 
     @property
-    def ok_records(self) -> list[dict[str, Any]]:
-        return [r for r in self.records if r.get("status") == "OK"]
+    def ok_records(self) -> list[Record]:
+        return [r for r in self.records if r.ok]
 
     def value(self, key: str) -> float | None:
         return num(self.summary.get(key))
@@ -443,15 +432,15 @@ class Column:
     def metric_by_case(self, name: str) -> dict[str, float]:
         out: dict[str, float] = {}
         for r in self.ok_records:
-            if r.get("repeat", 0) == 0:
-                v = num((r.get("metrics") or {}).get(name))
+            if r.repeat == 0:
+                v = r.metric(name)
                 if v is not None:
-                    out[r["case_id"]] = v
+                    out[r.case_id] = v
         return out
 
     @property
     def latencies(self) -> list[float]:
-        return [float(r["latency_s"]) for r in self.ok_records if r.get("latency_s") is not None]
+        return [float(r.latency_s) for r in self.ok_records if r.latency_s is not None]
 
     @property
     def status_line(self) -> str:
@@ -477,22 +466,22 @@ def _input_sizes(run: Run, case_id: str) -> list[tuple[int, int]] | None:
     return sizes
 
 
-def record_workload(run: Run, record: dict[str, Any], size_cache: dict[str, Any]) -> F.Workload | None:
+def record_workload(run: Run, record: Record, size_cache: dict[str, Any]) -> F.Workload | None:
     """The transformer workload of one record: its output size, the case's input images at the
     model's reference and condition areas, its steps and whether true CFG ran."""
     gen = run.summary.get("generation") or {}
-    width = record.get("output_width") or gen.get("width")
-    height = record.get("output_height") or gen.get("height")
-    steps = record.get("steps") or gen.get("steps")
+    width = record.output_width or gen.get("width")
+    height = record.output_height or gen.get("height")
+    steps = record.steps or gen.get("steps")
     if not (width and height and steps):
         return None
-    true_cfg = record.get("true_cfg")
+    true_cfg = record.true_cfg
     if true_cfg is None:
         true_cfg = (gen.get("true_cfg_scale") or 1.0) > 1 and gen.get("negative_prompt") is not None
     tiny = run.summary["fingerprint"]["model"].get("tiny") or {}
     ref_area = int(tiny.get("reference_area") or F.VAE_IMAGE_AREA)
     cond_area = int(tiny.get("condition_area") or F.CONDITION_IMAGE_AREA)
-    cid = record["case_id"]
+    cid = record.case_id
     if cid not in size_cache:
         size_cache[cid] = _input_sizes(run, cid)
     sizes = size_cache[cid]
@@ -548,7 +537,7 @@ def compute_floors(col: Column, size: F.ModelSize, size_notes: list[str]) -> Flo
                (("rss_peak_bytes", "RSS"),)
     # The tightest measurement that the run has is shown (allocator allocated on a GPU); every
     # one of them is checked against the floor.
-    shown_mem = next((label for key, label in mem_keys if any(r.get(key) is not None for r in col.ok_records)),
+    shown_mem = next((label for key, label in mem_keys if any(r.value(key) is not None for r in col.ok_records)),
                      mem_keys[0][1])
     t_bytes = formats["transformer"].bytes(size.params["transformer"])
     offload = _offload_mode(col.build, col.run.summary.get("measurement"))
@@ -562,13 +551,13 @@ def compute_floors(col: Column, size: F.ModelSize, size_notes: list[str]) -> Flo
         w = record_workload(run, r, cache)
         if w is None:
             continue
-        where = f"{r['case_id']} repeat {r.get('repeat', 0)}"
+        where = f"{r.case_id} repeat {r.repeat}"
         fl = F.edit_flops(size.transformer, w)
         edit_flops.append(fl)
         mem = F.memory_floor(size, formats, w.image_tokens + w.text_tokens)
         floor_bytes = {None: mem.resident_bytes, "model": mem.model_offload_bytes}.get(offload)
         for key, label in mem_keys if floor_bytes else ():
-            ratio = F.check_against_floor(f"{label} peak", num(r.get(key)), floor_bytes, where)
+            ratio = F.check_against_floor(f"{label} peak", num(r.value(key)), floor_bytes, where)
             flags.add(ratio)
             if ratio is not None and label == shown_mem:
                 mem_ratio.append(ratio.ratio)
@@ -582,13 +571,13 @@ def compute_floors(col: Column, size: F.ModelSize, size_notes: list[str]) -> Flo
             bound = tf.bound
             lat_floor.append(tf.total_s)
             lat_floor_m.append(tfm.total_s)
-            ratio = F.check_against_floor("latency", num(r.get("latency_s")), tf.total_s, where)
+            ratio = F.check_against_floor("latency", r.latency_s, tf.total_s, where)
             flags.add(ratio)
             if ratio is not None:
                 lat_ratio.append(ratio.ratio)
             sfloor = tf.forward_s * w.passes_per_step
             step_floor.append(sfloor)
-            for i, s in enumerate(r.get("step_s") or []):
+            for i, s in enumerate(r.step_s or []):
                 ratio = F.check_against_floor("step time", num(s), sfloor, f"{where} step {i}")
                 flags.add(ratio)
                 if ratio is not None:
@@ -735,7 +724,7 @@ def build_report_data(run_dirs: Sequence[Path], case_dirs: Sequence[Path] = ()) 
                 (col.build or {}).get("metric_descriptions") or {})
         names = list((col.summary.get("metrics") or {}).keys())
         for r in col.ok_records:
-            names += [k for k in (r.get("metrics") or {}) if k not in names]
+            names += [k for k in (r.metrics or {}) if k not in names]
         for name in names:
             if name not in metrics:
                 metrics.append(name)

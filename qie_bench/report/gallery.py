@@ -84,17 +84,17 @@ def thumbnail_uri(path: Path, px: int = THUMB_PX) -> str | None:
 
 
 def _case_records(col: Column, case_id: str) -> list[dict]:
-    return sorted((r for r in col.records if r.get("case_id") == case_id), key=lambda r: r.get("repeat", 0))
+    return sorted((r for r in col.records if r.case_id == case_id), key=lambda r: r.repeat)
 
 
 def _problem(records: list[dict]) -> str | None:
     for r in records:
-        if r.get("status") != "OK":
-            err = (r.get("error") or "").strip().splitlines()
-            return r.get("status", "?") + (f": {err[-1][:120]}" if err else "")
-        if r.get("output_finite") is False:
+        if not r.ok:
+            err = (r.error or "").strip().splitlines()
+            return r.status.value + (f": {err[-1][:120]}" if err else "")
+        if r.output_finite is False:
             return "non-finite output"
-        if r.get("output_constant") is True:
+        if r.output_constant is True:
             return "constant output"
     return None if records else "no record"
 
@@ -112,7 +112,7 @@ def build_gallery(data: ReportData, max_cases: int | None = 40, px: int = THUMB_
         if run.case_set is not None:
             case_ids += [c.id for c in run.case_set.cases]
     for col in cols:
-        case_ids += [r["case_id"] for r in col.records if "case_id" in r]
+        case_ids += [r.case_id for r in col.records]
     case_ids = list(dict.fromkeys(case_ids))
 
     col_median = {id(c): (statistics.median(c.latencies) if c.latencies else None) for c in cols}
@@ -131,7 +131,7 @@ def build_gallery(data: ReportData, max_cases: int | None = 40, px: int = THUMB_
         else:
             rel = []
             for c in cols:
-                lat = [float(r["latency_s"]) for r in _case_records(c, cid) if r.get("status") == "OK" and r.get("latency_s")]
+                lat = [float(r.latency_s) for r in _case_records(c, cid) if r.ok and r.latency_s]
                 if lat and col_median[id(c)]:
                     rel.append(statistics.median(lat) / col_median[id(c)])
             badness = max(rel) if rel else -math.inf
@@ -168,12 +168,12 @@ def build_gallery(data: ReportData, max_cases: int | None = 40, px: int = THUMB_
             lines = []
             if problem:
                 lines.append(problem)
-            lat = [float(r["latency_s"]) for r in recs if r.get("status") == "OK" and r.get("latency_s") is not None]
+            lat = [float(r.latency_s) for r in recs if r.ok and r.latency_s is not None]
             if lat:
                 lines.append(f"latency {fmt_s(statistics.median(lat))}")
-            r0 = next((r for r in recs if r.get("repeat", 0) == 0 and r.get("status") == "OK"), None)
+            r0 = next((r for r in recs if r.repeat == 0 and r.ok), None)
             for m in shown_metrics:
-                v = num(((r0 or {}).get("metrics") or {}).get(m))
+                v = r0.metric(m) if r0 is not None else None
                 if v is not None:
                     lines.append(f"{_metric_short(m)} {fmt_num(v)}")
             label = col.variant + (" (baseline)" if col.is_baseline else "")

@@ -213,8 +213,8 @@ def plot_categories(data: ReportData) -> Plot:
         else:
             by: dict[str, list[float]] = {}
             for r in col.ok_records:
-                if r.get("latency_s") is not None:
-                    by.setdefault(r["case_id"], []).append(float(r["latency_s"]))
+                if r.latency_s is not None:
+                    by.setdefault(r.case_id, []).append(float(r.latency_s))
             per_case = {k: statistics.median(v) for k, v in by.items()}
         for i, cat in enumerate(cats):
             vals = [v for cid, v in per_case.items() if data.categories.get(cid) == cat and np.isfinite(v)]
@@ -252,7 +252,7 @@ def plot_steps(data: ReportData) -> Plot:
     for col in data.columns:
         by_index: dict[int, list[float]] = {}
         for r in col.ok_records:
-            for i, s in enumerate(r.get("step_s") or []):
+            for i, s in enumerate(r.step_s or []):
                 v = num(s)
                 if v is not None:
                     by_index.setdefault(i, []).append(v)

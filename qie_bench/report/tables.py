@@ -331,7 +331,7 @@ def budget_fit_table(data: ReportData) -> Table | None:
             tried = sorted((c for c in mine if c.run.memory_budget == budget), key=_lightest_first)
             # What ran under a smaller budget runs under this one too (fitting is monotone).
             fits = sorted((c for c in mine if parse_bytes(c.run.memory_budget) <= parse_bytes(budget)
-                           and c.records and all(r.get("status") == "OK" for r in c.records)), key=_lightest_first)
+                           and c.records and all(r.ok for r in c.records)), key=_lightest_first)
             if fits:
                 c = fits[0]
                 peak = c.value("peak_vram_process_bytes") or c.value("peak_vram_bytes")
@@ -343,7 +343,7 @@ def budget_fit_table(data: ReportData) -> Table | None:
                 # "Does not fit" only once the heaviest mode failed too; otherwise a lighter-only
                 # attempt must not read as a verdict.
                 final = any(c.run.offload in ("group", "sequential") for c in tried)
-                out_of_memory = any(r.get("status") == "OOM" for c in tried for r in c.records)
+                out_of_memory = any(r.status.value == "OOM" for c in tried for r in c.records)
                 verdict = ("does not fit" if final and out_of_memory else "no tried mode fits" if out_of_memory
                            else "failed (not memory)")
                 row.append(Cell(verdict, "; ".join(_failure_summary(c) for c in tried), "bad", numeric=False))
@@ -369,12 +369,12 @@ def _lightest_first(col: Column) -> tuple[int, int]:
 
 
 def _failure_summary(col: Column) -> str:
-    bad = [r for r in col.records if r.get("status") != "OK"]
+    bad = [r for r in col.records if not r.ok]
     if not bad:
         return f"{col.run.offload}: not run"
     r = bad[0]
-    where = (r.get("at_failure") or {}).get("phase")
-    return f"{col.run.offload}: {r.get('status')}" + (f" in {where}" if where else "")
+    where = (r.value("at_failure") or {}).get("phase")
+    return f"{col.run.offload}: {r.status.value}" + (f" in {where}" if where else "")
 
 
 def drop_empty_columns(t: Table | None, keep: int = 3) -> Table | None:

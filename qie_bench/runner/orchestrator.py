@@ -22,65 +22,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from ..cases import CaseSet, load_case_set
 from ..errors import UserInputError
 from ..results import (
     SCHEMA_VERSION,
     RecordLog,
     Status,
     atomic_write_json,
+    build_summary,
     item_key,
     load_json_file,
+    read_builds,
     read_records,
-    summarize_variant,
+    utc_now,
+    validate_records,
 )
+from ..plan import Item, RunPlan, make_plan  # noqa: F401  (re-exported for callers)
 from ..suite import Suite
 from .worker import EXIT_RESTART
-
-
-def utc_now() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-@dataclass(frozen=True)
-class Item:
-    variant: str
-    case_id: str
-    repeat: int
-
-    @property
-    def key(self) -> str:
-        return item_key(self.variant, self.case_id, self.repeat)
-
-
-@dataclass
-class RunPlan:
-    suite: Suite
-    case_set: CaseSet
-    variants: list[str]
-    items: dict[str, list[Item]]
-
-    @property
-    def total(self) -> int:
-        return sum(len(v) for v in self.items.values())
-
-    def identity(self) -> dict[str, Any]:
-        """What a resumed run must match."""
-        return {"suite_fingerprint": self.suite.fingerprint(), "case_set_fingerprint": self.case_set.fingerprint,
-                "items": [i.key for v in self.variants for i in self.items[v]]}
-
-
-def make_plan(suite: Suite) -> RunPlan:
-    case_set = load_case_set(suite.case_set_dir(), max_image_pixels=suite.cases.max_image_pixels)
-    if suite.cases.select:
-        case_set = case_set.select(suite.cases.select)
-    names = [v.name for v in suite.variants]
-    # The baseline's outputs are the fidelity reference for every other variant: it runs first.
-    if suite.baseline_variant:
-        names.remove(suite.baseline_variant)
-        names.insert(0, suite.baseline_variant)
-    items = {v: [Item(v, c.id, r) for c in case_set.cases for r in range(suite.measurement.repeats)] for v in names}
-    return RunPlan(suite, case_set, names, items)
 
 
 def default_out_dir(suite: Suite) -> Path:
@@ -124,8 +82,11 @@ class _Child:
 
 
 class Orchestrator:
-    def __init__(self, plan: RunPlan, out: Path, *, resume: bool = False, progress: Progress | None = None) -> None:
+    def __init__(self, plan: RunPlan, out: Path, *, resume: bool = False, progress: Progress | None = None,
+                 faults: list[dict[str, str]] | None = None) -> None:
+        """`faults` is the runner's own test hook (see worker.py); nothing else sets it."""
         self.plan, self.out, self.resume = plan, out, resume
+        self.faults = list(faults or [])
         self.progress = progress or Progress()
         self.suite = plan.suite
         self.build_info: dict[str, dict[str, Any]] = {}
@@ -150,9 +111,7 @@ class Orchestrator:
                                          "run into a new --out directory to start over")
             records = read_records(self.out / "cases.jsonl", repair=True)
             done = {r["key"] for r in records}
-            for path in (self.out / "variants").glob("*.build.json"):
-                info = json.loads(path.read_text())
-                self.build_info[info["variant"]] = info
+            self.build_info.update(read_builds(self.out))
             return previous["run_id"], done
         run_id = uuid.uuid4().hex[:12]
         atomic_write_json(run_json, {
@@ -160,7 +119,11 @@ class Orchestrator:
             "run_id": run_id,
             "created_at": utc_now(),
             "command": sys.argv,
-            "suite": {"name": self.suite.name, "path": str(self.suite.path), "fingerprint": self.suite.fingerprint()},
+            "suite": {"name": self.suite.name, "path": str(self.suite.path) if self.suite.path else None,
+                      "fingerprint": self.suite.fingerprint()},
+            # The validated suite itself: what the workers receive and what the summary's settings
+            # come from (a suite built in code has no file to re-read).
+            "suite_config": self.suite.model_dump(mode="json"),
             "case_set": {"name": self.plan.case_set.name, "fingerprint": self.plan.case_set.fingerprint,
                          "cases": len(self.plan.case_set.cases)},
             "model": model_identity_for_plan(self.suite.model),
@@ -175,9 +138,7 @@ class Orchestrator:
     def _spawn(self, variant: str, items: list[Item], attempt: int) -> _Child:
         read_fd, write_fd = os.pipe()
         spec = {
-            "suite": str(self.suite.path),
-            "suite_overrides": self.suite.cli_overrides,
-            "cases_select": list(self.suite.cases.select),
+            "suite": self.suite.model_dump(mode="json"),
             "variant": variant,
             "items": [[i.case_id, i.repeat] for i in items],
             "out_dir": str(self.out.resolve()),
@@ -185,6 +146,8 @@ class Orchestrator:
             "parent_pid": os.getpid(),
             "baseline_variant": self.suite.baseline_variant,
         }
+        if self.faults:
+            spec["faults"] = self.faults
         spec_path = self.out / "logs" / f"{variant}.spec.json"
         atomic_write_json(spec_path, spec)
         log_path = self.out / "logs" / f"{variant}.stderr.log"
@@ -381,66 +344,10 @@ class Orchestrator:
     # -- summary ------------------------------------------------------------------------------
 
     def write_summary(self, run_id: str) -> dict[str, Any]:
-        summary = build_summary(self.out, self.plan, self.build_info)
+        run = load_json_file(self.out / "run.json", "run.json")
+        records = validate_records(read_records(self.out / "cases.jsonl"), str(self.out / "cases.jsonl"))
+        # The thresholds in force are the current suite's (they are policy, not part of what was
+        # measured, and may have changed since a resumed run started).
+        summary = build_summary(run, records, self.build_info, gates=self.suite.gates)
         atomic_write_json(self.out / "summary.json", summary)
         return summary
-
-
-def build_summary(out: Path, plan: RunPlan, build_info: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    from ..results import validate_summary
-
-    run = load_json_file(out / "run.json", "run.json")
-    records = read_records(out / "cases.jsonl")
-    planned = {i.key for v in plan.variants for i in plan.items[v]}
-    recorded = {r["key"] for r in records}
-    variants: dict[str, Any] = {}
-    devices = set()
-    metric_weights = set()
-    for v in plan.variants:
-        info = build_info.get(v)
-        if info:
-            devices.add(info.get("device"))
-            if info.get("metric_weights"):
-                metric_weights.add(info["metric_weights"])
-        summary = summarize_variant([r for r in records if r["variant"] == v], info)
-        summary["planned"] = len(plan.items[v])
-        summary["complete"] = summary["records"] == summary["planned"] and summary["status_counts"]["OK"] == summary["planned"]
-        summary["build"] = {k: info.get(k) for k in ("kind", "options", "device", "components", "cuda_context_bytes",
-                                                     "memory_budget_bytes", "allocator_cap_bytes", "context_at_cap_bytes",
-                                                     "offload", "metric_descriptions")} if info else None
-        variants[v] = summary
-    env = run["environment"]
-    device = next(iter(devices)) if len(devices) == 1 else None
-    if device is None and not devices:  # nothing was built (every variant failed): the suite says where
-        wanted = plan.suite.model.device
-        device = "cuda" if wanted == "cuda" or (wanted == "auto" and env.get("gpu_name")) else "cpu"
-    hardware_class = (f"gpu:{env.get('gpu_name')}" if device and device.startswith("cuda") else f"cpu:{env.get('cpu')}")
-    model_src = run["model"]["source"]
-    summary = {
-        "schema_version": SCHEMA_VERSION,
-        "run_id": run["run_id"],
-        "created_at": run["created_at"],
-        "finished_at": utc_now(),
-        "complete": planned <= recorded,
-        "planned_items": len(planned),
-        "recorded_items": len(recorded & planned),
-        "baseline_variant": plan.suite.baseline_variant,
-        "weights": {
-            "model": "pretrained" if model_src == "pretrained" else f"random ({model_src})",
-            "metrics": (metric_weights.pop() if len(metric_weights) == 1 else ("mixed" if metric_weights else None)),
-            "note": ("Model weights are RANDOM: memory and speed are real, quality numbers are not."
-                     if model_src != "pretrained" else "Real model weights."),
-        },
-        "fingerprint": {
-            "environment": {**env, "hardware_class": hardware_class, "device": device},
-            "model": run["model"],
-            "suite": run["suite"],
-            "case_set": run["case_set"],
-        },
-        "gates": plan.suite.gates,
-        "generation": plan.suite.generation.model_dump(),
-        "measurement": plan.suite.measurement.model_dump(),
-        "variants": variants,
-    }
-    validate_summary(summary)
-    return summary

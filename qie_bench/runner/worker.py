@@ -5,11 +5,12 @@ through a pipe (file descriptor in the spec) in JSON lines — ``built``, ``star
 ``fatal`` — so the parent gets structured records, never a traceback to parse. Only the parent
 writes result files; the worker writes output images (atomically) and nothing else.
 
-Test hook: ``QIE_BENCH_FAULTS`` (a JSON list of ``{"variant", "case", "fault"}``) injects a
-fault in the middle of that case's edit: ``oom`` (raises torch.OutOfMemoryError), ``error``,
-``exit`` (os._exit), ``segfault`` (a real SIGSEGV through ctypes), ``hang`` (sleeps forever).
-``case = "@build"`` injects it while building. It exists so the runner's failure paths are
-tested for real; nothing in a suite file can set it.
+Test hook: the spec's ``faults`` (a list of ``{"variant", "case", "fault"}``) injects a fault in
+the middle of that case's edit: ``oom`` (raises torch.OutOfMemoryError), ``error``, ``exit``
+(os._exit), ``segfault`` (a real SIGSEGV through ctypes), ``hang`` (sleeps forever).
+``case = "@build"`` injects it while building. It exists so the runner's failure paths are tested
+for real. Only `Orchestrator(..., faults=...)` from Python puts it in the spec: no suite file,
+command-line flag or environment variable can switch it on.
 """
 
 from __future__ import annotations
@@ -41,11 +42,8 @@ class Events:
         self._f.flush()
 
 
-def _faults(variant: str) -> dict[str, str]:
-    raw = os.environ.get("QIE_BENCH_FAULTS")
-    if not raw:
-        return {}
-    return {f["case"]: f["fault"] for f in json.loads(raw) if f.get("variant") in (variant, "*")}
+def _faults(spec: dict[str, Any], variant: str) -> dict[str, str]:
+    return {f["case"]: f["fault"] for f in spec.get("faults") or () if f.get("variant") in (variant, "*")}
 
 
 def _trigger(fault: str) -> None:
@@ -54,9 +52,9 @@ def _trigger(fault: str) -> None:
     if fault == "oom":
         # Hold real memory while failing, as a real OOM would.
         _hold = torch.empty(64 * 2**20, dtype=torch.uint8)  # noqa: F841
-        raise torch.OutOfMemoryError("injected fault: out of memory (QIE_BENCH_FAULTS)")
+        raise torch.OutOfMemoryError("injected fault: out of memory (test hook)")
     if fault == "error":
-        raise RuntimeError("injected fault: error (QIE_BENCH_FAULTS)")
+        raise RuntimeError("injected fault: error (test hook)")
     if fault == "exit":
         sys.stderr.write("injected fault: os._exit(3)\n")
         sys.stderr.flush()
@@ -94,27 +92,21 @@ def main(spec_path: str) -> int:
     _die_with_parent(spec["parent_pid"])
     events = Events(spec["event_fd"])
     variant_name: str = spec["variant"]
-    faults = _faults(variant_name)
+    faults = _faults(spec, variant_name)
     t_start = time.perf_counter()
     try:
         import torch
 
         from ..cases import load_case_set
         from ..models import load_model, pipeline_weight_bytes, resolve_device
-        from ..suite import load_suite, parse_bytes
+        from ..suite import Suite, parse_bytes
         from ..variants import VARIANTS
         from .edit import EditProgress, device_usable, is_oom, release_memory, run_edit
         from ..distill.context import building_for
         from .device_limits import apply_memory_budget, apply_offload
         from .memory import Nvml
 
-        suite = load_suite(spec["suite"])
-        overrides = spec.get("suite_overrides") or {}
-        if overrides:  # the command line's (--vram-budget, --offload, --size), as the parent applied them
-            suite = suite.model_copy(update={section: getattr(suite, section).model_copy(update=values)
-                                             for section, values in overrides.items()})
-        if spec.get("cases_select") is not None:
-            suite = suite.model_copy(update={"cases": suite.cases.model_copy(update={"select": tuple(spec["cases_select"])})})
+        suite = Suite.from_config(spec["suite"])  # validated by the parent, overrides applied
         case_set = load_case_set(suite.case_set_dir(), max_image_pixels=suite.cases.max_image_pixels)
         cases = {c.id: c for c in case_set.cases}
         entry = suite.variant(variant_name)

@@ -1,4 +1,4 @@
-"""Result files of a run directory, their schema and how they are written and read.
+"""Reading and writing result files: atomic writes, the append-only record log, JSON numbers.
 
 A run directory holds:
 - ``run.json``: what was planned (suite and case-set fingerprints, variants, items) and the
@@ -20,32 +20,16 @@ import json
 import math
 import os
 import tempfile
-from collections import Counter
-from collections.abc import Iterable
-from enum import Enum
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import UserInputError
+from ..errors import UserInputError
 
 SCHEMA_VERSION = 1
 RESULT_FILES = ("run.json", "cases.jsonl", "summary.json")
-
-
-class Status(str, Enum):
-    OK = "OK"
-    OOM = "OOM"
-    ERROR = "ERROR"
-    TIMEOUT = "TIMEOUT"
-    SKIPPED = "SKIPPED"
-
-
-def item_key(variant: str, case_id: str, repeat: int) -> str:
-    """The identity of one planned measurement; unique within a run."""
-    return f"{variant}/{case_id}/{repeat}"
 
 
 def json_safe(value: Any) -> Any:
@@ -165,70 +149,5 @@ def load_json_file(path: Path, what: str) -> dict[str, Any]:
     return obj
 
 
-# ---------------------------------------------------------------------------------------------
-# Aggregation
-
-
-def _percentile(values: list[float], q: float) -> float | None:
-    # Linear interpolation between closest ranks (numpy's default), documented in the schema.
-    return float(np.percentile(values, q)) if values else None
-
-
-def _max_or_none(values: Iterable[Any]) -> int | None:
-    present = [v for v in values if v is not None]
-    return max(present) if present else None
-
-
-def summarize_variant(records: list[dict[str, Any]], built: dict[str, Any] | None) -> dict[str, Any]:
-    """Aggregate one variant's records. Failed items are counted, never silently dropped:
-    `status_counts` and `complete` say how many of the planned items the means stand on."""
-    counts = Counter(r["status"] for r in records)
-    ok = [r for r in records if r["status"] == Status.OK.value]
-    latencies = [r["latency_s"] for r in ok if r.get("latency_s") is not None]
-    steps = [s for r in ok for s in (r.get("step_s") or [])]
-    attempts = sum(counts[s.value] for s in (Status.OK, Status.OOM, Status.ERROR, Status.TIMEOUT))
-    out: dict[str, Any] = {
-        "status_counts": {s.value: counts.get(s.value, 0) for s in Status},
-        "records": len(records),
-        "latency_p50_s": _percentile(latencies, 50),
-        "latency_p95_s": _percentile(latencies, 95),
-        "latency_mean_s": float(np.mean(latencies)) if latencies else None,
-        "step_p50_s": _percentile(steps, 50),
-        "step_p95_s": _percentile(steps, 95),
-        "peak_vram_bytes": _max_or_none(r.get("peak_vram_bytes") for r in ok),
-        "peak_vram_process_bytes": _max_or_none(r.get("peak_vram_process_bytes") for r in ok),
-        "torch_peak_allocated_bytes": _max_or_none(r.get("torch_peak_allocated_bytes") for r in ok),
-        "torch_peak_reserved_bytes": _max_or_none(r.get("torch_peak_reserved_bytes") for r in ok),
-        "rss_peak_bytes": _max_or_none(r.get("rss_peak_bytes") for r in ok),
-        "oom_rate": (counts.get(Status.OOM.value, 0) / attempts) if attempts else None,
-        "nonfinite_outputs": sum(1 for r in ok if r.get("output_finite") is False),
-        "constant_outputs": sum(1 for r in ok if r.get("output_constant") is True),
-        "weights_bytes": (built or {}).get("weights_bytes"),
-        "params": (built or {}).get("params"),
-        "build_s": (built or {}).get("build_s"),
-        "changes": (built or {}).get("changes", {}),
-    }
-    # Quality: one value per case (repeat 0; repeats of a seeded edit give the same image).
-    metric_values: dict[str, list[float]] = {}
-    for r in ok:
-        if r.get("repeat", 0) != 0:
-            continue
-        for name, value in (r.get("metrics") or {}).items():
-            if value is None:
-                continue
-            metric_values.setdefault(name, []).append(from_json_number(value))
-    out["metrics"] = {name: {"mean": float(np.mean(v)), "n": len(v)} for name, v in sorted(metric_values.items())}
-    for name, stats in out["metrics"].items():
-        out[name] = stats["mean"]
-    return out
-
-
 def schema_text(name: str) -> str:
     return resources.files("qie_bench").joinpath("schema", name).read_text()
-
-
-def validate_summary(summary: dict[str, Any]) -> None:
-    """Check a summary against `qie_bench/schema/summary.schema.json` (jsonschema)."""
-    import jsonschema
-
-    jsonschema.validate(summary, json.loads(schema_text("summary.schema.json")))

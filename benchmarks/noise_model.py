@@ -17,7 +17,7 @@ profile, memory peaks, quality scores, statuses) and how re-runs scatter around 
 `NoiseModel.synthetic` builds one from seeded draws (what the tests use), `NoiseModel.fit` from a
 real run directory (what `benchmarks/gate_false_positive.py` uses). `sample` draws the records of
 one simulated run, optionally with a planted regression; `write_run_dir` writes them through
-`qie_bench.results` exactly as the runner does, and `run_data` builds the same thing in memory.
+`qie_bench.results` exactly as the runner does (the summary by the runner's own builder), and `run_data` builds the same thing in memory.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from ..results import SCHEMA_VERSION, RecordLog, atomic_write_json, summarize_variant
-from .rundata import RunData, check_summary, validate_records
+from qie_bench.gate.rundata import RunData
+from qie_bench.results import SCHEMA_VERSION, RecordLog, atomic_write_json, build_summary as _build_summary, validate_records
 
 MEMORY_FIELDS = ("peak_vram_bytes", "peak_vram_process_bytes", "torch_peak_allocated_bytes", "torch_peak_reserved_bytes",
                  "rss_peak_bytes")
@@ -368,36 +368,20 @@ def run_json(meta: RunMeta, run_id: str, planned: list[str]) -> dict[str, Any]:
 
 def build_summary(meta: RunMeta, run_id: str, records: list[dict[str, Any]], planned: list[str],
                   validate: bool = True) -> dict[str, Any]:
-    """summary.json for simulated records, assembled as the orchestrator does (summarize_variant
-    per variant, then the fingerprints), and checked against the summary schema."""
-    variants: dict[str, Any] = {}
-    order = list(dict.fromkeys([k.split("/")[0] for k in planned] + [r["variant"] for r in records]))
-    for v in order:
-        mine = [r for r in records if r["variant"] == v]
-        s = summarize_variant(mine, dict(meta.variant_static.get(v) or {}) | {"build_s": 30.0, "changes": {}})
-        s["planned"] = sum(1 for k in planned if k.split("/")[0] == v)
-        s["complete"] = s["records"] == s["planned"] and s["status_counts"]["OK"] == s["planned"]
+    """summary.json for simulated records, by the same builder the runner uses."""
+    run = {**run_json(meta, run_id, planned),
+           "suite_config": {"gates": dict(meta.gates), "generation": dict(meta.generation),
+                            "measurement": dict(meta.measurement)}}
+    builds = {v: {**dict(meta.variant_static.get(v) or {}), "build_s": 30.0, "changes": {}, "device": None}
+              for v in dict.fromkeys([k.split("/")[0] for k in planned] + [r["variant"] for r in records])}
+    recs = validate_records(records, f"simulated records of {run_id}")
+    summary = _build_summary(run, recs, builds, finished_at="2025-09-14T01:00:00.000000Z", validate=validate)
+    # The simulated environment says what hardware it stands for; no build recorded a device.
+    summary["fingerprint"]["environment"] = _environment(meta)
+    for s in summary["variants"].values():
         s["build"] = None
-        variants[v] = s
-    recorded = {r["key"] for r in records}
-    source = meta.model.get("source")
-    summary = {
-        "schema_version": SCHEMA_VERSION, "run_id": run_id, "created_at": "2025-09-14T00:00:00.000000Z",
-        "finished_at": "2025-09-14T01:00:00.000000Z", "complete": set(planned) <= recorded,
-        "planned_items": len(planned), "recorded_items": len(recorded & set(planned)),
-        "baseline_variant": meta.baseline_variant,
-        "weights": {"model": "pretrained" if source == "pretrained" else f"random ({source})", "metrics": meta.metric_weights,
-                    "note": "simulated"},
-        "fingerprint": {"environment": _environment(meta), "model": dict(meta.model),
-                        "suite": {"name": meta.suite_name, "path": f"suites/{meta.suite_name}.toml",
-                                  "fingerprint": meta.suite_fingerprint},
-                        "case_set": {"name": meta.case_set_name, "fingerprint": meta.case_set_fingerprint,
-                                     "cases": len({k.split("/")[1] for k in planned})}},
-        "gates": dict(meta.gates), "generation": dict(meta.generation), "measurement": dict(meta.measurement),
-        "variants": variants,
-    }
-    if validate:
-        check_summary(summary, f"simulated summary of {run_id}")
+    summary["weights"]["metrics"] = meta.metric_weights
+    summary["weights"]["note"] = "simulated"
     return summary
 
 
@@ -423,7 +407,7 @@ def run_data(meta: RunMeta, run_id: str, records: list[dict[str, Any]], planned:
     `validate=False` skips the summary's jsonschema check (the benchmark's inner loop)."""
     import json
 
-    from ..results import json_safe
+    from qie_bench.results import json_safe
 
     summary = build_summary(meta, run_id, records, planned, validate=validate)
     # Round-trip through JSON so that inf/nan become strings exactly as on disk.
