@@ -6,9 +6,25 @@
 - `stats`: van Elteren's stratified rank-sum test, bootstrap intervals, `GateSettings`.
 - `compare`: the rules -> `GateResult` (exit code 0 pass, 1 regression, 2 not comparable).
 - `junit`, `markdown`: reports for CI.
-- `simulate`: a noise model of a run, for tests and the false-positive benchmark.
 """
+
+import sys
+import types
+from typing import Any
 
 from .thresholds import Direction, Gates, Threshold, check_gate_variants, metric_direction, parse_gates, register_direction
 
 __all__ = ["Direction", "Gates", "Threshold", "check_gate_variants", "metric_direction", "parse_gates", "register_direction"]
+
+
+class _GatePackage(types.ModuleType):
+    """`qie_bench.gate` is both this package and the API function `qie_bench.gate(run, baseline)`:
+    importing a submodule binds the package to the name, so the package itself is callable."""
+
+    def __call__(self, run: Any, baseline: Any, **kwargs: Any) -> Any:
+        from ..api import gate
+
+        return gate(run, baseline, **kwargs)
+
+
+sys.modules[__name__].__class__ = _GatePackage
