@@ -9,6 +9,6 @@
 - `simulate`: a noise model of a run, for tests and the false-positive benchmark.
 """
 
-from .thresholds import Direction, Gates, Threshold, check_gate_variants, metric_direction, parse_gates, register_direction
+from .thresholds import Direction, Gates, Threshold, check_gate_variants, metric_direction, parse_gates
 
-__all__ = ["Direction", "Gates", "Threshold", "check_gate_variants", "metric_direction", "parse_gates", "register_direction"]
+__all__ = ["Direction", "Gates", "Threshold", "check_gate_variants", "metric_direction", "parse_gates"]

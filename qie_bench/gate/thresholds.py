@@ -17,8 +17,10 @@ ssim_vs_baseline = "off"    # not gated for this variant
 Every threshold is relative to the baseline: it says how much *worse* than the baseline the run
 may be. A metric's direction (lower or higher is better) decides which way is worse; a signed
 threshold must agree with it, so `latency_p95_s = "-10%"` (which would allow only speed-ups to
-fail) is refused instead of silently gating nothing. For a metric this module does not know, the
-sign declares the direction: `"+5%"` means an increase is a worsening.
+fail) is refused instead of silently gating nothing. A quality metric's direction is the one its
+class declares in the metric registry (`qie_bench.metrics.catalog`); for a key neither this
+module nor the registry knows, the sign declares the direction: `"+5%"` means an increase is a
+worsening.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from enum import Enum
 from typing import Any
 
 from ..errors import UserInputError, did_you_mean
+from ..metrics.registry import REGISTRY
 
 
 class Direction(str, Enum):
@@ -72,44 +75,15 @@ NOT_GATEABLE = frozenset({
     "changes", "metrics", "build",
 })
 
-# Quality metrics the project ships, with their direction. Metric classes may declare their own
-# through `register_direction`; the prefix rules below cover the usual families.
-_DIRECTIONS: dict[str, Direction] = {
-    "clip_iqa": Direction.HIGHER,
-    "clip_score": Direction.HIGHER,
-    "ssim": Direction.HIGHER,
-    "psnr": Direction.HIGHER,
-    "ssim_outside_mask": Direction.HIGHER,
-    "psnr_outside_mask": Direction.HIGHER,
-    "ssim_vs_baseline": Direction.HIGHER,
-    "psnr_vs_baseline": Direction.HIGHER,
-    "lpips_vs_baseline": Direction.LOWER,
-}
-_PREFIX_DIRECTIONS: tuple[tuple[str, Direction], ...] = (
-    ("lpips", Direction.LOWER),
-    ("dists", Direction.LOWER),
-    ("ssim", Direction.HIGHER),
-    ("ms_ssim", Direction.HIGHER),
-    ("psnr", Direction.HIGHER),
-    ("clip_iqa", Direction.HIGHER),
-    ("clip_score", Direction.HIGHER),
-)
-
-
-def register_direction(name: str, direction: Direction | str) -> None:
-    """Declare a metric's direction (for metric classes that know it, e.g. pyiqa's `lower_better`)."""
-    _DIRECTIONS[name] = Direction(direction)
-
 
 def metric_direction(name: str) -> Direction | None:
-    """The direction of a gate key, or None when it is not known."""
+    """The direction of a gate key, or None when it is not known. Quality metrics: as the
+    metric's class declares it (the registry reads declarations without importing torch)."""
     if name in LATENCY_KEYS or name in MEMORY_KEYS or name in STATIC_KEYS or name in RATE_KEYS:
         return Direction.LOWER
-    if name in _DIRECTIONS:
-        return _DIRECTIONS[name]
-    for prefix, direction in _PREFIX_DIRECTIONS:
-        if name.startswith(prefix):
-            return direction
+    declared = REGISTRY.direction(name)
+    if declared is not None:
+        return Direction(declared)
     if name.endswith(("_s", "_bytes")):
         return Direction.LOWER
     return None
@@ -128,7 +102,7 @@ def metric_family(name: str) -> Family:
 
 
 def known_gate_keys() -> list[str]:
-    return sorted({*LATENCY_KEYS, *MEMORY_KEYS, *STATIC_KEYS, *RATE_KEYS, *_DIRECTIONS})
+    return sorted({*LATENCY_KEYS, *MEMORY_KEYS, *STATIC_KEYS, *RATE_KEYS, *REGISTRY.names()})
 
 
 # ---------------------------------------------------------------------------------------------
