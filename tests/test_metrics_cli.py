@@ -128,7 +128,7 @@ def test_default_metrics_without_weights_compute_the_rest_and_say_what_was_skipp
         assert name not in payload["metrics"]
     pixel = ("ssim", "ssim_outside_mask", "ssim_vs_baseline", "psnr", "psnr_outside_mask", "psnr_vs_baseline")
     assert all(isinstance(payload["scores"][name], float) for name in pixel)
-    assert list(payload["scores"]) == ["clip_iqa", *pixel[:3], *pixel[3:], "lpips_vs_baseline", "clip_score"]
+    assert list(payload["scores"])[:9] == ["clip_iqa", *pixel[:3], *pixel[3:], "lpips_vs_baseline", "clip_score"]
     assert payload["weights_kind"] == "real"
 
     assert main(argv) == 0
