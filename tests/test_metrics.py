@@ -474,7 +474,7 @@ def test_declarations_and_config_need_no_torch() -> None:
         "heavy = [m for m in ('torch', 'torchmetrics', 'pyiqa', 'transformers', 'torchvision', 'PIL') if m in sys.modules]\n"
         "print(heavy)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
 

@@ -72,8 +72,8 @@ def _config(args: argparse.Namespace) -> Any:
 def run(args: argparse.Namespace) -> int:
     """Handler of ``qie-bench score``; returns the exit code."""
     from .base import to_json_value
-    from .prepared import ScoreInputs
     from .images import load_image, load_mask
+    from .prepared import ScoreInputs
 
     config = _config(args)
     source = load_image(args.source)

@@ -28,7 +28,14 @@ from typing import TYPE_CHECKING, Any
 from ...errors import UserInputError
 from ..base import Metric, Reference, size_groups
 from ..registry import register_metric
-from ..weights import ModelSpec, deduplicated, file_hash, first_verified_file, seeded, torch_hub_dir
+from ..weights import (
+    ModelSpec,
+    deduplicated,
+    file_hash,
+    first_verified_file,
+    seeded,
+    torch_hub_dir,
+)
 
 if TYPE_CHECKING:
     import torch

@@ -37,7 +37,14 @@ from typing import TYPE_CHECKING, Any
 
 from ..base import Metric, Reference
 from ..registry import register_metric
-from ..weights import ModelSpec, WeightsNotFound, deduplicated, hf_cache_snapshots, hf_hub_cache_dir, seeded
+from ..weights import (
+    ModelSpec,
+    WeightsNotFound,
+    deduplicated,
+    hf_cache_snapshots,
+    hf_hub_cache_dir,
+    seeded,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -119,7 +126,9 @@ def clip_bpe_file() -> Path:
 
 @lru_cache(maxsize=1)
 def _clip_vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
-    from transformers.convert_slow_tokenizer import bytes_to_unicode  # GPT-2's byte -> unicode table
+    from transformers.convert_slow_tokenizer import (
+        bytes_to_unicode,  # GPT-2's byte -> unicode table
+    )
 
     # Exactly openai's SimpleTokenizer construction: the first 48,894 merges of the file; vocab =
     # 256 byte symbols, the same with '</w>', one token per merge, then the two special tokens.

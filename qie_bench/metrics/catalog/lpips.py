@@ -27,7 +27,13 @@ from urllib.parse import urlparse
 
 from ..base import Metric, Reference, size_groups
 from ..registry import register_metric
-from ..weights import ModelSpec, deduplicated, first_verified_file, seeded, torch_hub_dir
+from ..weights import (
+    ModelSpec,
+    deduplicated,
+    first_verified_file,
+    seeded,
+    torch_hub_dir,
+)
 
 if TYPE_CHECKING:
     import torch
