@@ -27,6 +27,7 @@ from metric_fixtures import (
 )
 from PIL import Image
 from pydantic import ValidationError
+from scipy.ndimage import binary_dilation
 from skimage.metrics import peak_signal_noise_ratio
 
 from qie_bench.errors import UserInputError
@@ -38,11 +39,13 @@ from qie_bench.metrics import (
     to_json_value,
 )
 from qie_bench.metrics.base import Metric, Reference
+from qie_bench.metrics.catalog.ssim import ssim_map, windows_outside
 from qie_bench.metrics.images import to_tensor
 from qie_bench.metrics.registry import REGISTRY, MetricRegistry, UnknownMetricError
-from qie_bench.metrics.ssim import ssim_map
 
 PIXEL_METRICS = ("ssim", "psnr", "ssim_outside_mask", "psnr_outside_mask", "ssim_vs_baseline", "psnr_vs_baseline")
+# The shipped metrics, in the order records have always had; a metric added later comes after
+# them (its declared `order` defaults to after the shipped ones), so tests compare this prefix.
 ALL_METRICS = (
     "clip_iqa", "ssim", "ssim_outside_mask", "ssim_vs_baseline", "psnr", "psnr_outside_mask", "psnr_vs_baseline",
     "lpips_vs_baseline", "clip_score",
@@ -142,9 +145,10 @@ def test_ssim_outside_mask_equals_skimage_map_on_same_pixels(scorer: Scorer, pai
     output, source = PAIRS[pair]
     h, w = source.height, source.width
     mask = rectangle_mask(h, w, (h // 4, w // 3, h // 2, w // 2 + 7)) if mask_kind == "rectangle" else blob_mask(h, w, 7)
-    keep = ~mask
+    keep = ~binary_dilation(mask, np.ones((2 * SSIM_RADIUS + 1,) * 2, dtype=bool))  # windows clear of the mask
+    assert keep.any() and (keep != ~mask).any()
     scores = _score(scorer, output, source, mask=mask)
-    # Whole-map reference (torch borders) averaged over the outside pixels, all channels.
+    # Whole-map reference (torch borders) averaged over the pixels whose window is outside the mask.
     assert scores["ssim_outside_mask"] == pytest.approx(reference_map(pair)[keep].mean(), abs=SSIM_MEAN_ATOL)
     # And against scikit-image's own map on the outside pixels away from the border.
     r = SSIM_RADIUS
@@ -210,8 +214,37 @@ def test_only_the_masked_region_changed_gives_infinite_psnr_outside(scorer: Scor
     scores = _score(scorer, Image.fromarray(edited), source, mask=mask)
     assert scores["psnr_outside_mask"] == math.inf
     assert math.isfinite(scores["psnr"])
-    # SSIM outside still sees edited pixels within 5 px of the mask edge (documented): < 1 but close.
-    assert 0.95 < scores["ssim_outside_mask"] < 1.0
+    # Windows that overlap the mask are excluded, so SSIM outside cannot see the edit (issue 14
+    # item 8: it read 0.974 when it averaged every outside pixel). Exactly 1: every kept window
+    # holds identical pixels in both images, so each map value is x / x.
+    assert scores["ssim_outside_mask"] == 1.0
+    assert scores["ssim"] < 0.95
+
+
+def test_ssim_outside_mask_at_the_border_and_with_the_mask_everywhere_near(scorer: Scorer) -> None:
+    """A mask touching the image border: reflect padding mirrors only pixels within the window,
+    so an edit confined to it still scores 1. A mask leaving no pixel 6 px away: None + reason."""
+    source = skimage_photo("coffee").reduce(2)  # 300 x 200
+    h, w = source.height, source.width
+    mask = rectangle_mask(h, w, (0, 0, 40, 60))
+    edited = np.asarray(source).copy()
+    edited[mask] = 0
+    assert _score(scorer, Image.fromarray(edited), source, mask=mask)["ssim_outside_mask"] == 1.0
+    stripes = np.zeros((h, w), dtype=bool)
+    stripes[4::10, :] = True  # rows 4, 14, ..., 194: every row is within 5 of one, and most are not masked
+    results, _ = scorer.score_detailed(ScoreInputs(output=Image.fromarray(edited), source=source, mask=stripes))
+    assert results["ssim_outside_mask"].value is None and "more than 5 px" in results["ssim_outside_mask"].reason
+    assert results["psnr_outside_mask"].value is not None
+
+
+def test_windows_outside_is_the_eroded_outside_region() -> None:
+    """Hand-checked: one masked pixel removes the 11 x 11 square around it, clipped at the border."""
+    mask = torch.zeros(20, 30, dtype=torch.bool)
+    mask[2, 25] = True
+    keep = windows_outside(mask)
+    expected = np.ones((20, 30), dtype=bool)
+    expected[0:8, 20:30] = False  # rows 2-5..2+5 (clipped at 0), columns 25-5..25+5 (clipped at 29)
+    np.testing.assert_array_equal(keep.numpy(), expected)
 
 
 @pytest.mark.parametrize(("a", "b"), [(0.2, 0.2), (0.2, 0.6), (0.0, 1.0), (0.5, 0.45)])
@@ -307,13 +340,61 @@ def test_score_many_equals_score_one_by_one(scorer: Scorer) -> None:
 
 
 def test_registry_lists_every_metric_in_order() -> None:
-    assert REGISTRY.names() == ALL_METRICS
-    for name in ALL_METRICS:
+    assert REGISTRY.names()[: len(ALL_METRICS)] == ALL_METRICS
+    for name in REGISTRY.names():
         cls = REGISTRY.get(name)
         assert cls.name == name
         assert cls.direction in ("higher", "lower")
         assert cls.range[0] < cls.range[1]
         assert isinstance(cls.reference, Reference)
+        assert cls.__module__.startswith("qie_bench.metrics.catalog.")  # discovered, not listed
+
+
+def test_declarations_drive_the_gate_and_the_report() -> None:
+    """Directions and the fidelity order come from the metric classes (nowhere else lists them)."""
+    from qie_bench.gate.thresholds import Direction, known_gate_keys, metric_direction
+    from qie_bench.report.data import fidelity_preference
+
+    for cls in REGISTRY.classes():
+        assert metric_direction(cls.name) is Direction(cls.direction)
+        assert cls.name in known_gate_keys()
+    assert REGISTRY.get("lpips_vs_baseline").direction == "lower"
+    # The report's order of preference, as it was when the report listed it itself.
+    assert fidelity_preference() == (
+        "lpips_vs_baseline", "ssim_vs_baseline", "psnr_vs_baseline", "ssim_outside_mask", "psnr_outside_mask",
+        "ssim", "psnr", "clip_iqa", "clip_score",
+    )
+    assert REGISTRY.get("clip_iqa").model.key == "clip_rn50"
+    assert REGISTRY.get("clip_score").model.key == "clip_vit_l14"
+    assert REGISTRY.get("lpips_vs_baseline").model.key == "lpips_alex"
+    assert REGISTRY.get("ssim").model is None
+
+
+def test_registry_discovers_a_package_and_orders_by_declared_order(tmp_path, monkeypatch) -> None:
+    """A metric module dropped into the scanned package is found; `order` (then module name,
+    then registration order) decides the default order, not import order or file names."""
+    package = tmp_path / "extra_metrics"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    template = (
+        "from qie_bench.metrics.base import Metric, Reference\n"
+        "from {pkg} import REG\n"
+        "@REG.register\n"
+        "class {cls}(Metric):\n"
+        "    name = '{name}'\n    direction = 'higher'\n    range = (0.0, 1.0)\n"
+        "    reference = Reference.SOURCE\n    library = 'numpy'\n    function = 'x'\n{extra}"
+        "    def compute(self, batch):\n        return [0.0] * len(batch)\n"
+    )
+    (package / "a_late.py").write_text(template.format(pkg="extra_metrics", cls="Late", name="late", extra=""))
+    (package / "z_early.py").write_text(template.format(pkg="extra_metrics", cls="Early", name="early",
+                                                         extra="    order = 5\n"))
+    (package / "__init__.py").write_text("from qie_bench.metrics.registry import MetricRegistry\n"
+                                         "REG = MetricRegistry('extra_metrics')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import extra_metrics
+
+    assert extra_metrics.REG.names() == ("early", "late")
+    assert extra_metrics.REG.direction("late") == "higher" and extra_metrics.REG.direction("nope") is None
 
 
 def test_registry_rejects_duplicates_and_suggests_names() -> None:
@@ -336,7 +417,8 @@ def test_registry_rejects_duplicates_and_suggests_names() -> None:
 
 def test_config_defaults_and_validation() -> None:
     config = MetricsConfig()
-    assert config.names == ALL_METRICS and config.weights == "real" and config.device == "cpu"
+    assert config.names == REGISTRY.names() and config.names[: len(ALL_METRICS)] == ALL_METRICS
+    assert config.weights == "real" and config.device == "cpu"
     assert MetricsConfig(names="ssim, psnr").names == ("ssim", "psnr")
     with pytest.raises(ValidationError, match="did you mean 'ssim'"):
         MetricsConfig(names=("ssmi",))
@@ -350,6 +432,51 @@ def test_config_defaults_and_validation() -> None:
         MetricsConfig(device="gpu0")
     with pytest.raises(ValidationError):
         config.weights = "random"  # frozen
+    assert not config.names_given and MetricsConfig(names="ssim").names_given
+
+
+@pytest.mark.parametrize("device", [
+    "cpu", "cuda", "cuda:0", "cuda:12", "mps", "meta", "xpu:1", "cpu:0", "hip", "privateuseone",
+    "gpu0", "gpu:0", "cuda:-1", "cuda:x", "CUDA", "cuda:0 ", " cuda", "", "cuda:01", "cuda:0:1", "cuda:", "cuda1",
+])
+def test_device_validation_without_torch_agrees_with_torch(device: str) -> None:
+    try:
+        torch.device(device)
+        accepted_by_torch = True
+    except (RuntimeError, ValueError):
+        accepted_by_torch = False
+    try:
+        MetricsConfig(device=device)
+        accepted = True
+    except ValidationError:
+        accepted = False
+    assert accepted == accepted_by_torch
+
+
+def test_declarations_and_config_need_no_torch() -> None:
+    """Listing metrics, reading every declaration, the gate's directions and validating a
+    MetricsConfig import neither torch nor the metric libraries nor PIL (a fresh interpreter)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from qie_bench.metrics.registry import REGISTRY\n"
+        "from qie_bench.metrics.config import MetricsConfig\n"
+        "from qie_bench.gate.thresholds import metric_direction\n"
+        "names = REGISTRY.names()\n"
+        "assert len(names) >= 9, names\n"
+        "for n in names:\n"
+        "    d = REGISTRY.get(n).declaration()\n"
+        "    assert d['direction'] in ('higher', 'lower') and metric_direction(n) is not None\n"
+        "MetricsConfig(names=','.join(names), device='cuda:1', weights='real')\n"
+        "MetricsConfig()\n"
+        "heavy = [m for m in ('torch', 'torchmetrics', 'pyiqa', 'transformers', 'torchvision', 'PIL') if m in sys.modules]\n"
+        "print(heavy)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
 
 
 def test_describe_records_library_version_and_settings(scorer: Scorer) -> None:
@@ -360,6 +487,11 @@ def test_describe_records_library_version_and_settings(scorer: Scorer) -> None:
     assert ssim_info["reference"] == "source" and ssim_info["region"] == "outside_mask"
     assert ssim_info["weights"] == "none"
     assert to_json_value(described["psnr"])["range"] == [0.0, "inf"]
+    # The SSIM convention is recorded with every SSIM (the gate compares it; issue 14 item 9).
+    assert described["ssim"]["convention"] == described["ssim_vs_baseline"]["convention"]
+    assert "whole map" in described["ssim"]["convention"] and "reflect" in described["ssim"]["convention"]
+    assert "outside the mask" in ssim_info["convention"] and ssim_info["convention"] != described["ssim"]["convention"]
+    assert described["psnr"]["convention"] is None
 
 
 def test_to_json_value_handles_non_finite_nested_values() -> None:
@@ -373,8 +505,8 @@ def test_to_json_value_handles_non_finite_nested_values() -> None:
 
 def test_pixel_metric_functions_batch(scorer: Scorer) -> None:
     """The pure functions take (B, C, H, W) batches and give one value per image."""
-    from qie_bench.metrics.psnr import psnr
-    from qie_bench.metrics.ssim import ssim
+    from qie_bench.metrics.catalog.psnr import psnr
+    from qie_bench.metrics.catalog.ssim import ssim
 
     (o1, s1), (o2, s2) = PAIRS["random"], (random_image(64, 80, 5), random_image(64, 80, 6))
     preds = torch.cat([to_tensor(o1), to_tensor(o2)])

@@ -26,9 +26,12 @@ from PIL import Image
 from qie_bench.errors import UserInputError
 from qie_bench.metrics import MetricsConfig, ScoreInputs, Scorer
 from qie_bench.metrics import weights as W
-from qie_bench.metrics.base import Prepared
-from qie_bench.metrics.clip_score import CLIPScore as HarnessCLIPScore
-from qie_bench.metrics.clip_score import embedding
+from qie_bench.metrics.catalog import clip_iqa as IQA
+from qie_bench.metrics.catalog import clip_score as CS
+from qie_bench.metrics.catalog import lpips as LP
+from qie_bench.metrics.catalog.clip_score import CLIPScore as HarnessCLIPScore
+from qie_bench.metrics.catalog.clip_score import embedding
+from qie_bench.metrics.prepared import Prepared
 
 MODEL_METRICS = ("clip_iqa", "lpips_vs_baseline", "clip_score")
 
@@ -39,7 +42,7 @@ def scorer() -> Scorer:
 
 
 def _model(scorer: Scorer, name: str):
-    return next(m for m in scorer.metrics if m.name == name).model.model
+    return next(m for m in scorer.metrics if m.name == name).loaded.model
 
 
 def _photos() -> list[Image.Image]:
@@ -75,14 +78,14 @@ def _sensitive_openai_clip(clip: torch.nn.Module) -> torch.nn.Module:
 def test_clip_iqa_equals_pyiqa_clipiqa_metric(scorer: Scorer, tmp_path, monkeypatch) -> None:
     import pyiqa
 
-    from qie_bench.metrics.clip_iqa import CLIPIQA
+    from qie_bench.metrics.catalog.clip_iqa import CLIPIQA
 
     clip = _sensitive_openai_clip(_model(scorer, "clip_iqa").clip_model[0])
-    ours = CLIPIQA(W.LoadedModel(W.CLIP_IQA_MODEL, W.build_clipiqa(copy.deepcopy(clip), "cpu"), "tiny", "random", "test"))
+    ours = CLIPIQA(W.LoadedModel(IQA.CLIP_RN50.key, IQA.build_clipiqa(copy.deepcopy(clip), "cpu"), "tiny", "random", "test"))
 
     # pyiqa's own metric, end to end: create_metric("clipiqa") reading the PNG files itself, with
     # the same CLIP handed to CLIPIQA through the loader it calls.
-    clipiqa_arch = W.import_pyiqa_clipiqa()
+    clipiqa_arch = IQA.import_pyiqa_clipiqa()
     monkeypatch.setattr(clipiqa_arch, "load", lambda *args, **kwargs: copy.deepcopy(clip))
     reference = pyiqa.create_metric("clipiqa", device="cpu")
 
@@ -187,10 +190,10 @@ CAPTIONS = [
 
 
 def test_offline_clip_tokenizer_matches_openai_clip_tokenize() -> None:
-    W.import_pyiqa_clipiqa()  # imports openai-clip (with the pkg_resources shim if needed)
+    IQA.import_pyiqa_clipiqa()  # imports openai-clip (with the pkg_resources shim if needed)
     import clip
 
-    tokenizer = W.build_clip_tokenizer()
+    tokenizer = CS.build_clip_tokenizer()
     assert len(tokenizer) == 49408
     for caption in CAPTIONS + ["A   MULTI\tspace  Caption", "x" * 300]:
         expected = clip.tokenize([caption], truncate=True)[0]
@@ -236,7 +239,7 @@ def test_clip_score_equals_torchmetrics_clipscore(scorer: Scorer) -> None:
 
     model, processor = _model(scorer, "clip_score")
     model = _sensitive_hf_clip(model)
-    ours = HarnessCLIPScore(W.LoadedModel(W.CLIP_SCORE_MODEL, (model, processor), "tiny", "random", "test"))
+    ours = HarnessCLIPScore(W.LoadedModel(CS.CLIP_VIT_L14.key, (model, processor), "tiny", "random", "test"))
     batch = [Prepared(ScoreInputs(output=img, source=img, caption=cap)) for img, cap in zip(PHOTOS, CAPTIONS, strict=True)]
     got = [result.value for result in ours(batch)]
 
@@ -348,9 +351,9 @@ def test_real_clip_rn50_file_is_verified_and_loaded(tmp_path, monkeypatch) -> No
     weights_dir = tmp_path / "weights"
     weights_dir.mkdir()
     # A stand-in RN50.pt: the tiny CLIP as a plain state dict (pyiqa's own loader fails on those).
-    saved = W.tiny_openai_clip(seed=3).state_dict()
+    saved = IQA.tiny_openai_clip(seed=3).state_dict()
     torch.save(saved, weights_dir / "RN50.pt")
-    monkeypatch.setattr(W, "CLIP_RN50_SHA256", hashlib.sha256((weights_dir / "RN50.pt").read_bytes()).hexdigest())
+    monkeypatch.setattr(IQA, "CLIP_RN50_SHA256", hashlib.sha256((weights_dir / "RN50.pt").read_bytes()).hexdigest())
 
     scorer = Scorer(MetricsConfig(names=("clip_iqa",), weights="real", weights_dir=str(weights_dir)))
     info = scorer.describe()["clip_iqa"]
@@ -362,7 +365,7 @@ def test_real_clip_rn50_file_is_verified_and_loaded(tmp_path, monkeypatch) -> No
     assert 0.0 <= scorer.score(ScoreInputs(output=PHOTOS[0], source=PHOTOS[0]))["clip_iqa"] <= 1.0
 
     # A file with the right name but the wrong content is reported, not used (nor re-downloaded).
-    monkeypatch.setattr(W, "CLIP_RN50_SHA256", "0" * 64)
+    monkeypatch.setattr(IQA, "CLIP_RN50_SHA256", "0" * 64)
     with pytest.raises(UserInputError, match="SHA-256 does not match"):
         Scorer(MetricsConfig(names=("clip_iqa",), weights="real", weights_dir=str(weights_dir)))
 
@@ -372,7 +375,7 @@ def test_real_alexnet_file_is_loaded_into_lpips(tmp_path, monkeypatch) -> None:
 
     empty_caches(monkeypatch, tmp_path)
     forbid_network(monkeypatch)
-    name, _ = W.alexnet_file()
+    name, _ = LP.alexnet_file()
     checkpoints = tmp_path / "torch" / "hub" / "checkpoints"  # torchvision's cache, via TORCH_HOME
     checkpoints.mkdir(parents=True)
     # Random tensors under torchvision's key names; only `features.*` matter to LPIPS (the real
@@ -381,7 +384,7 @@ def test_real_alexnet_file_is_loaded_into_lpips(tmp_path, monkeypatch) -> None:
     features = torchvision.models.alexnet().features.state_dict()
     state = {f"features.{k}": torch.randn(v.shape, generator=generator) for k, v in features.items()}
     torch.save(state, checkpoints / name)
-    monkeypatch.setattr(W, "alexnet_file", lambda: (name, ""))  # stand-in file: skip the hash check
+    monkeypatch.setattr(LP, "alexnet_file", lambda: (name, ""))  # stand-in file: skip the hash check
 
     scorer = Scorer(MetricsConfig(names=("lpips_vs_baseline",), weights="real"))
     trunk = _model(scorer, "lpips_vs_baseline").net.state_dict()
@@ -413,7 +416,7 @@ def test_real_hf_clip_folder_is_loaded_offline(scorer: Scorer, tmp_path, monkeyp
     loaded_model, _ = _model(real, "clip_score")
     sensitive = _sensitive_hf_clip(loaded_model)
     reference = _sensitive_hf_clip(model)
-    from qie_bench.metrics.clip_score import clip_score
+    from qie_bench.metrics.catalog.clip_score import clip_score
 
     with torch.no_grad():
         assert float(clip_score([PHOTOS[0]], [CAPTIONS[0]], sensitive, _model(real, "clip_score")[1])) == pytest.approx(
@@ -435,10 +438,10 @@ def test_incomplete_hf_folder_is_reported(tmp_path, monkeypatch) -> None:
 def test_openai_clip_loading_policy(tmp_path) -> None:
     """A state-dict file loads through torch.load(weights_only=True) into the same model; a
     TorchScript archive that is not OpenAI's published RN50 is refused before it is opened."""
-    model = W.tiny_openai_clip(seed=3)
+    model = IQA.tiny_openai_clip(seed=3)
     plain = tmp_path / "clip-state.pt"
     torch.save(model.state_dict(), plain)
-    loaded = W.load_openai_clip(plain)
+    loaded = IQA.load_openai_clip(plain)
     # pyiqa's build_model stores matmul weights in fp16 (as openai's CLIP does); the rest as is
     for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
         assert torch.equal(a.float(), b) or torch.equal(a.half().float(), b), name
@@ -449,6 +452,6 @@ def test_openai_clip_loading_policy(tmp_path) -> None:
 
     scripted = tmp_path / "RN50.pt"
     torch.jit.save(torch.jit.script(Scaled()), str(scripted))
-    assert W.is_torchscript_archive(scripted) and not W.is_torchscript_archive(plain)
+    assert IQA.is_torchscript_archive(scripted) and not IQA.is_torchscript_archive(plain)
     with pytest.raises(UserInputError, match="not OpenAI's published RN50"):
-        W.load_openai_clip(scripted)
+        IQA.load_openai_clip(scripted)

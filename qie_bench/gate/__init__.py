@@ -12,9 +12,9 @@ import sys
 import types
 from typing import Any
 
-from .thresholds import Direction, Gates, Threshold, check_gate_variants, metric_direction, parse_gates, register_direction
+from .thresholds import Direction, Gates, Threshold, check_gate_variants, metric_direction, parse_gates
 
-__all__ = ["Direction", "Gates", "Threshold", "check_gate_variants", "metric_direction", "parse_gates", "register_direction"]
+__all__ = ["Direction", "Gates", "Threshold", "check_gate_variants", "metric_direction", "parse_gates"]
 
 
 class _GatePackage(types.ModuleType):

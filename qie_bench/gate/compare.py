@@ -188,6 +188,35 @@ def comparability_problems(base: RunData, run: RunData) -> list[tuple[str, str, 
     if base.hardware_class != run.hardware_class:
         out.append(("hardware class", repr(base.hardware_class), repr(run.hardware_class),
                     "compare against the baseline for this hardware (baselines/<suite>/<hardware>.json)"))
+    out += metric_convention_problems(base, run)
+    return out
+
+
+def recorded_conventions(data: RunData) -> dict[str, str | None]:
+    """Per metric, the ``convention`` its description recorded (variants' build info
+    ``metric_descriptions``; a description without the key: None). Metrics never described are absent."""
+    out: dict[str, str | None] = {}
+    for summary in data.variant_summaries.values():
+        descriptions = ((summary or {}).get("build") or {}).get("metric_descriptions") or {}
+        for name, description in descriptions.items():
+            if isinstance(description, dict):
+                out.setdefault(name, description.get("convention"))
+    return out
+
+
+def metric_convention_problems(base: RunData, run: RunData) -> list[tuple[str, str, str, str]]:
+    """Metrics both sides described under different conventions (how SSIM treats borders and
+    masks, see `qie_bench/metrics/catalog/ssim.py`): their values differ by more than a typical
+    threshold with no change in the images, so they are not comparable."""
+    b_conv, r_conv = recorded_conventions(base), recorded_conventions(run)
+    out = []
+    for name in (n for n in r_conv if n in b_conv):
+        if b_conv[name] != r_conv[name]:
+            older = "baseline" if b_conv[name] is None else "run" if r_conv[name] is None else None
+            hint = (f"the {older} recorded no convention (made before qie-bench recorded it)" if older
+                    else "the metric is computed differently")
+            out.append((f"{name} convention", repr(b_conv[name]), repr(r_conv[name]),
+                        hint + "; promote a new baseline from a run of this version"))
     return out
 
 

@@ -17,8 +17,10 @@ ssim_vs_baseline = "off"    # not gated for this variant
 Every threshold is relative to the baseline: it says how much *worse* than the baseline the run
 may be. A metric's direction (lower or higher is better) decides which way is worse; a signed
 threshold must agree with it, so `latency_p95_s = "-10%"` (which would allow only speed-ups to
-fail) is refused instead of silently gating nothing. For a metric this module does not know, the
-sign declares the direction: `"+5%"` means an increase is a worsening.
+fail) is refused instead of silently gating nothing. A quality metric's direction is the one its
+class declares in the metric registry (`qie_bench.metrics.catalog`); for a key neither this
+module nor the registry knows, the sign declares the direction: `"+5%"` means an increase is a
+worsening.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from enum import Enum
 from typing import Any
 
 from ..errors import UserInputError, did_you_mean
+from ..metrics.registry import REGISTRY
 from ..results.measures import Direction, Family, Unit, measure, measures
 
 
@@ -48,46 +51,15 @@ NOT_GATEABLE = frozenset({
     "changes", "metrics", "build",
 })
 
-# Quality metrics the project ships, with their direction. Metric classes may declare their own
-# through `register_direction`; the prefix rules below cover the usual families.
-_DIRECTIONS: dict[str, Direction] = {
-    "clip_iqa": Direction.HIGHER,
-    "clip_score": Direction.HIGHER,
-    "ssim": Direction.HIGHER,
-    "psnr": Direction.HIGHER,
-    "ssim_outside_mask": Direction.HIGHER,
-    "psnr_outside_mask": Direction.HIGHER,
-    "ssim_vs_baseline": Direction.HIGHER,
-    "psnr_vs_baseline": Direction.HIGHER,
-    "lpips_vs_baseline": Direction.LOWER,
-}
-_PREFIX_DIRECTIONS: tuple[tuple[str, Direction], ...] = (
-    ("lpips", Direction.LOWER),
-    ("dists", Direction.LOWER),
-    ("ssim", Direction.HIGHER),
-    ("ms_ssim", Direction.HIGHER),
-    ("psnr", Direction.HIGHER),
-    ("clip_iqa", Direction.HIGHER),
-    ("clip_score", Direction.HIGHER),
-)
-
-
-def register_direction(name: str, direction: Direction | str) -> None:
-    """Declare a metric's direction (for metric classes that know it, e.g. pyiqa's `lower_better`)."""
-    _DIRECTIONS[name] = Direction(direction)
-
 
 def metric_direction(name: str) -> Direction | None:
-    """The direction of a gate key, or None when it is not known."""
+    """The direction of a gate key, or None when it is not known: a measure's from the measure
+    table, a quality metric's as its class declares it (read without importing torch)."""
     m = measure(name)
     if m is not None:
         return m.direction
-    if name in _DIRECTIONS:
-        return _DIRECTIONS[name]
-    for prefix, direction in _PREFIX_DIRECTIONS:
-        if name.startswith(prefix):
-            return direction
-    return None
+    declared = REGISTRY.direction(name)
+    return Direction(declared) if declared is not None else None
 
 
 def metric_family(name: str) -> Family:
@@ -96,7 +68,7 @@ def metric_family(name: str) -> Family:
 
 
 def known_gate_keys() -> list[str]:
-    return sorted({*LATENCY_KEYS, *MEMORY_KEYS, *STATIC_KEYS, *RATE_KEYS, *_DIRECTIONS})
+    return sorted({*LATENCY_KEYS, *MEMORY_KEYS, *STATIC_KEYS, *RATE_KEYS, *REGISTRY.names()})
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Image-quality metrics: every OK output of a run is scored; ``qie-bench score`` scores files.
 
 Each metric is a pure function over tensors plus a small registered class that says what the
-number means (direction, range, reference, library, backbone). Public entry points::
+number means (direction, range, reference, convention, fidelity rank, the weights it needs),
+one module per metric family in :mod:`qie_bench.metrics.catalog`. Public entry points::
 
     from qie_bench.metrics import MetricsConfig, Scorer, ScoreInputs, to_json_value
 
@@ -17,7 +18,7 @@ from typing import Any
 _EXPORTS = {
     "MetricsConfig": "qie_bench.metrics.config",
     "Scorer": "qie_bench.metrics.scorer",
-    "ScoreInputs": "qie_bench.metrics.base",
+    "ScoreInputs": "qie_bench.metrics.prepared",
     "MetricResult": "qie_bench.metrics.base",
     "Reference": "qie_bench.metrics.base",
     "to_json_value": "qie_bench.metrics.base",

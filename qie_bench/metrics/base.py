@@ -1,11 +1,12 @@
-"""What every metric shares: its declaration, the inputs it scores, its result, JSON encoding.
+"""What every metric declares, its result, and JSON encoding: no torch, no PIL.
 
-A metric is a pure function (in its own module, working on tensors) plus a thin :class:`Metric`
-subclass that declares what the number means (``name``, ``direction``, ``range``, ``reference``,
-``region``, ``library``) and adapts a batch of :class:`Prepared` inputs to the function. The
-:class:`Prepared` wrapper converts each input once (RGB, size matching, tensors, mask) and lets
-metrics share intermediate results — the SSIM map is computed once for ``ssim`` and
-``ssim_outside_mask``.
+A metric is a pure function (in its module under :mod:`qie_bench.metrics.catalog`, working on
+tensors) plus a thin :class:`Metric` subclass that declares what the number means (``name``,
+``direction``, ``range``, ``reference``, ``region``, ``unit``, ``convention``, ``fidelity_rank``,
+the weights it needs, ``library``) and adapts a batch of
+:class:`~qie_bench.metrics.prepared.Prepared` inputs to the function. Everything here can be read
+without importing torch: a suite file validates, the gate reads directions and the report reads
+the fidelity order from these declarations; the metric modules import torch inside ``compute``.
 
 A metric whose reference is missing (no baseline output, no mask, no caption) yields ``None``
 with a reason, never 0: 0 is a real, terrible score.
@@ -15,27 +16,26 @@ from __future__ import annotations
 
 import importlib.metadata
 import math
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
-
-import numpy as np
-import torch
-from PIL import Image
-
-from .images import as_rgb, check_mask, match_size, to_tensor
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 if TYPE_CHECKING:
-    from .weights import LoadedModel
+    from .prepared import Prepared
+    from .weights import LoadedModel, ModelSpec
 
 Direction = Literal["higher", "lower"]
 Region = Literal["whole", "outside_mask"]
-ImageName = Literal["output", "source", "baseline", "output@source", "output@baseline"]
-T = TypeVar("T")
+
+# Default place of a metric in `MetricsConfig.names` and printed tables: metrics sort by
+# (order, module name, registration order). The five shipped modules use 10..50 (clip_iqa,
+# ssim, psnr, lpips, clip_score: the order records have always had); a new metric that says
+# nothing comes after them.
+DEFAULT_ORDER = 1000
 
 
 class Reference(str, Enum):
@@ -47,22 +47,6 @@ class Reference(str, Enum):
     TEXT = "text"  # the case's target caption
 
 
-@dataclass
-class ScoreInputs:
-    """One output image and everything it may be compared with.
-
-    ``mask`` is a bool ``H x W`` array in *source* pixel coordinates, ``True`` where the edit may
-    change pixels; ``None`` when the case has no mask (then the ``*_outside_mask`` metrics are
-    ``None``). ``baseline_output`` is the baseline variant's output for the same case and seed.
-    """
-
-    output: Image.Image
-    source: Image.Image
-    baseline_output: Image.Image | None = None
-    mask: np.ndarray | None = None
-    caption: str | None = None
-
-
 @dataclass(frozen=True)
 class MetricResult:
     """One metric's value for one output; ``value is None`` comes with the ``reason``."""
@@ -71,113 +55,27 @@ class MetricResult:
     reason: str | None = None
 
 
-class Prepared:
-    """A :class:`ScoreInputs` made ready for the metrics.
-
-    Everything is derived lazily and at most once, so a scorer running only ``clip_iqa`` never
-    resizes anything, and ``ssim`` + ``ssim_outside_mask`` share one SSIM map (see :meth:`memo`).
-    The mask is validated eagerly: a wrong-shaped mask is a user error to report before any model
-    runs.
-    """
-
-    def __init__(self, inputs: ScoreInputs, device: torch.device | str = "cpu") -> None:
-        self.inputs = inputs
-        self.device = torch.device(device)
-        self.notes: list[str] = []
-        self._memo: dict[Any, Any] = {}
-        self.mask = None if inputs.mask is None else check_mask(inputs.mask, inputs.source.size)
-
-    # -- images ---------------------------------------------------------------------------
-
-    @cached_property
-    def output(self) -> Image.Image:
-        return as_rgb(self.inputs.output)
-
-    @cached_property
-    def source(self) -> Image.Image:
-        return as_rgb(self.inputs.source)
-
-    @cached_property
-    def baseline(self) -> Image.Image | None:
-        return None if self.inputs.baseline_output is None else as_rgb(self.inputs.baseline_output)
-
-    @cached_property
-    def output_at_source_size(self) -> Image.Image:
-        image, note = match_size(self.output, self.source.size)
-        if note:
-            self.notes.append(f"vs source: {note}")
-        return image
-
-    @cached_property
-    def output_at_baseline_size(self) -> Image.Image:
-        assert self.baseline is not None
-        image, note = match_size(self.output, self.baseline.size)
-        if note:
-            self.notes.append(f"vs baseline: {note}")
-        return image
-
-    # -- tensors --------------------------------------------------------------------------
-
-    def tensor(self, which: ImageName, dtype: torch.dtype) -> torch.Tensor:
-        """A ``(1, 3, H, W)`` tensor in [0, 1] of one of the images, cached per dtype."""
-        images = {
-            "output": lambda: self.output,
-            "source": lambda: self.source,
-            "baseline": lambda: self.baseline,
-            "output@source": lambda: self.output_at_source_size,
-            "output@baseline": lambda: self.output_at_baseline_size,
-        }
-        return self.memo(("tensor", which, dtype), lambda: to_tensor(images[which](), dtype=dtype, device=self.device))
-
-    def pair(self, reference: Reference, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(output, reference image)`` as same-size tensors for a pixel-wise comparison."""
-        if reference is Reference.SOURCE:
-            return self.tensor("output@source", dtype), self.tensor("source", dtype)
-        if reference is Reference.BASELINE:
-            return self.tensor("output@baseline", dtype), self.tensor("baseline", dtype)
-        raise ValueError(f"no image pair for reference {reference}")
-
-    @cached_property
-    def outside_mask(self) -> torch.Tensor | None:
-        """Bool ``H x W`` tensor of the source pixels the edit must not change (``~mask``)."""
-        return None if self.mask is None else torch.from_numpy(~self.mask).to(self.device)
-
-    # -- sharing and availability ---------------------------------------------------------
-
-    def memo(self, key: Any, compute: Callable[[], T]) -> T:
-        """``compute()`` once per key for this input; later calls (from any metric) reuse it."""
-        if key not in self._memo:
-            self._memo[key] = compute()
-        return self._memo[key]
-
-    def unavailable(self, reference: Reference, region: Region) -> str | None:
-        """Why a metric with this reference/region cannot be computed here, or None if it can."""
-        if reference is Reference.BASELINE and self.baseline is None:
-            return "no baseline output to compare with"
-        if reference is Reference.TEXT and not (self.inputs.caption or "").strip():
-            return "no target caption"
-        if region == "outside_mask":
-            if self.mask is None:
-                return "case has no mask"
-            if self.mask.all():
-                return "mask covers the whole image: no pixel outside it"
-        return None
-
-
 class Metric(ABC):
     """Declaration + batch adapter of one metric; subclasses are registered in the registry.
 
-    Class attributes say what the value means:
+    Class attributes say what the value means (all readable without torch):
 
-    ``name``       record key, e.g. ``"ssim_outside_mask"``
-    ``direction``  ``"higher"`` or ``"lower"`` is better
-    ``range``      ``(lo, hi)``; ``math.inf`` for an open end (JSON: see :func:`to_json_value`)
-    ``reference``  what the output is compared against (:class:`Reference`)
-    ``region``     ``"whole"`` image or only the pixels ``"outside_mask"``
-    ``library``    the distribution whose code computes the value (its version is recorded)
-    ``function``   the library entry point used, for the record
-    ``model_key``  the model it needs from :class:`~qie_bench.metrics.weights.ModelStore`, if any
-    ``settings``   fixed hyper-parameters, recorded so two runs can tell they used the same ones
+    ``name``           record key, e.g. ``"ssim_outside_mask"``
+    ``direction``      ``"higher"`` or ``"lower"`` is better (the gate and the report read it)
+    ``range``          ``(lo, hi)``; ``math.inf`` for an open end (JSON: see :func:`to_json_value`)
+    ``reference``      what the output is compared against (:class:`Reference`)
+    ``region``         ``"whole"`` image or only the pixels ``"outside_mask"``
+    ``unit``           ``"dB"`` or None for a unitless score
+    ``label``          a short human name for tables
+    ``convention``     how the value is computed where implementations disagree (SSIM's borders):
+                       values recorded under different conventions are not comparable
+    ``fidelity_rank``  place among the metrics that say how close a variant stays to the baseline
+                       (1 = the report's first choice for sorting and plots), None = not ranked
+    ``order``          default place in ``MetricsConfig.names`` (see ``DEFAULT_ORDER``)
+    ``library``        the distribution whose code computes the value (its version is recorded)
+    ``function``       the library entry point used, for the record
+    ``model``          the :class:`~qie_bench.metrics.weights.ModelSpec` of the model it needs, if any
+    ``settings``       fixed hyper-parameters, recorded so two runs can tell they used the same ones
     """
 
     name: ClassVar[str]
@@ -185,19 +83,46 @@ class Metric(ABC):
     range: ClassVar[tuple[float, float]]
     reference: ClassVar[Reference]
     region: ClassVar[Region] = "whole"
+    unit: ClassVar[str | None] = None
+    label: ClassVar[str | None] = None
+    convention: ClassVar[str | None] = None
+    fidelity_rank: ClassVar[int | None] = None
+    order: ClassVar[int] = DEFAULT_ORDER
     library: ClassVar[str]
     function: ClassVar[str]
-    model_key: ClassVar[str | None] = None
+    model: ClassVar[ModelSpec | None] = None
     settings: ClassVar[dict[str, Any]] = {}
 
-    def __init__(self, model: LoadedModel | None = None) -> None:
-        if (model is None) != (self.model_key is None):
-            raise ValueError(f"metric {self.name!r} needs model {self.model_key!r}, got {model!r}")
-        self.model = model
+    def __init__(self, loaded: LoadedModel | None = None) -> None:
+        if (loaded is None) != (self.model is None):
+            wanted = None if self.model is None else self.model.key
+            raise ValueError(f"metric {self.name!r} needs model {wanted!r}, got {loaded!r}")
+        self.loaded = loaded
+
+    @classmethod
+    def declaration(cls) -> dict[str, Any]:
+        """What the class declares, without building anything (JSON-ready after :func:`to_json_value`)."""
+        return {
+            "name": cls.name,
+            "direction": cls.direction,
+            "range": tuple(cls.range),
+            "reference": cls.reference.value,
+            "region": cls.region,
+            "unit": cls.unit,
+            "label": cls.label or cls.name,
+            "convention": cls.convention,
+            "fidelity_rank": cls.fidelity_rank,
+            "library": cls.library,
+            "model": None if cls.model is None else cls.model.key,
+        }
+
+    def unavailable(self, item: Prepared) -> str | None:
+        """Why this metric cannot be computed for ``item`` (a missing reference), or None."""
+        return item.unavailable(self.reference, self.region)
 
     def __call__(self, batch: Sequence[Prepared]) -> list[MetricResult]:
         """Score a batch: ``None`` + reason where the reference is missing, else :meth:`compute`."""
-        reasons = [item.unavailable(self.reference, self.region) for item in batch]
+        reasons = [self.unavailable(item) for item in batch]
         todo = [item for item, reason in zip(batch, reasons, strict=True) if reason is None]
         values = self.compute(todo) if todo else []
         if len(values) != len(todo):
@@ -211,10 +136,11 @@ class Metric(ABC):
 
     @property
     def backbone(self) -> str | None:
-        return None if self.model is None else self.model.backbone
+        return None if self.loaded is None else self.loaded.backbone
 
     def describe(self) -> dict[str, Any]:
-        """What the value means and how it was made; JSON-ready after :func:`to_json_value`."""
+        """What the value means and how it was made, as a run records it (``metric_descriptions``);
+        JSON-ready after :func:`to_json_value`."""
         return {
             "direction": self.direction,
             "range": tuple(self.range),
@@ -225,8 +151,9 @@ class Metric(ABC):
             "function": self.function,
             "backbone": self.backbone,
             "settings": dict(self.settings),
-            "weights": "none" if self.model is None else self.model.weights,
-            "weights_source": None if self.model is None else self.model.source,
+            "convention": self.convention,
+            "weights": "none" if self.loaded is None else self.loaded.weights,
+            "weights_source": None if self.loaded is None else self.loaded.source,
         }
 
 
@@ -271,7 +198,8 @@ def to_json_value(value: Any) -> Any:
         return to_json_value(value.value)
     if isinstance(value, Path):
         return str(value)
-    if isinstance(value, np.generic):
+    numpy = sys.modules.get("numpy")  # a numpy scalar exists only if numpy was imported
+    if numpy is not None and isinstance(value, numpy.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")

@@ -6,8 +6,11 @@
 
 ``--reference`` is the baseline variant's output (for the ``*_vs_baseline`` metrics); ``--mask``
 a PNG the size of the source, white where the edit may change pixels. Metrics whose reference is
-not given print as ``-`` with the reason. Exit code 0, or 2 for bad input (a missing or unreadable
-file, an unknown metric, missing real weights).
+not given print as ``-`` with the reason. Without ``--metrics``, a metric whose real weights are
+missing (CLIP, AlexNet) is skipped and listed, with why and how to get the files, while every
+other metric is computed; a metric named in ``--metrics`` whose weights are missing is an error.
+Nothing ever falls back to random weights. Exit code 0, or 2 for bad input (a missing or
+unreadable file, an unknown metric, missing real weights of a named metric).
 
 Only argparse is imported at module level: ``qie_bench.cli`` imports this module for every
 command, and the metric stack (torch, torchmetrics, pyiqa, transformers) takes seconds to import.
@@ -36,7 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--reference", metavar="R.png", help="the baseline variant's output (same case and seed)")
     parser.add_argument("--mask", metavar="M.png", help="mask PNG at the source's size: white = may change")
     parser.add_argument("--caption", metavar="TEXT", help="target caption, for clip_score")
-    parser.add_argument("--metrics", metavar="A,B,...", help="comma-separated metric names (default: all)")
+    parser.add_argument("--metrics", metavar="A,B,...",
+                        help="comma-separated metric names (default: all whose weights are available)")
     parser.add_argument("--weights", choices=("real", "random"), default="real",
                         help="real pretrained metric weights (default) or seeded random ones (plumbing only)")
     parser.add_argument("--weights-dir", metavar="DIR", help="folder searched first for real metric weights")
@@ -67,8 +71,9 @@ def _config(args: argparse.Namespace) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """Handler of ``qie-bench score``; returns the exit code."""
-    from .base import ScoreInputs, to_json_value
+    from .base import to_json_value
     from .images import load_image, load_mask
+    from .prepared import ScoreInputs
 
     config = _config(args)
     source = load_image(args.source)
@@ -81,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from .scorer import Scorer
 
-    scorer = Scorer(config)
+    scorer = Scorer(config, missing_weights="skip")  # skips only with the default metric list
     results, notes = scorer.score_detailed(inputs)
     described = scorer.describe()
     if args.json:
@@ -89,12 +94,13 @@ def run(args: argparse.Namespace) -> int:
             "weights_kind": scorer.weights_kind,
             "scores": {name: result.value for name, result in results.items()},
             "reasons": {name: result.reason for name, result in results.items() if result.reason},
+            "skipped": scorer.skipped,
             "notes": notes,
             "metrics": described,
         }
         print(json.dumps(to_json_value(payload), indent=2, ensure_ascii=False))
         return 0
-    print(format_table(results, described, scorer.weights_kind, notes))
+    print(format_table(results, described, scorer.weights_kind, notes, scorer.skipped))
     return 0
 
 
@@ -108,16 +114,23 @@ def format_value(value: float | None) -> str:
 
 
 def format_table(
-    results: dict[str, Any], described: dict[str, dict[str, Any]], weights_kind: str, notes: list[str]
+    results: dict[str, Any], described: dict[str, dict[str, Any]], weights_kind: str, notes: list[str],
+    skipped: dict[str, str] | None = None,
 ) -> str:
-    """Plain-text table: metric, value, direction, reference, backbone, and a note for ``-`` values."""
+    """Plain-text table: metric, value, direction, reference, backbone, and a note for ``-`` values;
+    then one line per skipped metric with the full reason (what is missing, where it looked, how
+    to get it)."""
+    from .registry import REGISTRY
+
+    skipped = skipped or {}
     header = ("metric", "value", "better", "reference", "backbone", "note")
     rows = []
     for name, result in results.items():
-        info = described[name]
+        info = described.get(name) or REGISTRY.get(name).declaration()
         reference = info["reference"] + (" (outside mask)" if info["region"] == "outside_mask" else "")
-        backbone = info["backbone"] or "-"
-        rows.append((name, format_value(result.value), info["direction"], reference, backbone, result.reason or ""))
+        backbone = info.get("backbone") or "-"
+        note = "skipped: real weights not found (see below)" if name in skipped else (result.reason or "")
+        rows.append((name, format_value(result.value), info["direction"], reference, backbone, note))
     widths = [max(len(str(row[i])) for row in (header, *rows)) for i in range(len(header))]
     def line(cells: tuple[str, ...]) -> str:
         return "  ".join(str(cell).ljust(width) for cell, width in zip(cells, widths, strict=True)).rstrip()
@@ -128,6 +141,10 @@ def format_table(
     if weights_kind == "random":
         lines.append("  (random-weight models: clip_iqa, lpips and clip_score values say nothing about quality)")
     lines += [f"note: {note}" for note in notes]
+    if skipped:
+        lines.append(f"skipped {len(skipped)} metric{'s' if len(skipped) != 1 else ''} (name them with --metrics "
+                     "to make missing weights an error):")
+        lines += [f"  {name}: {reason}" for name, reason in skipped.items()]
     return "\n".join(lines)
 
 

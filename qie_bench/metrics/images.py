@@ -2,9 +2,15 @@
 
 Conventions (every metric relies on them, so they live in one place):
 
-* Images are scored as 8-bit RGB. Any other PIL mode is converted with ``Image.convert("RGB")``;
-  an alpha channel is dropped, not composited (edit outputs are opaque; a transparent PNG given
-  to ``qie-bench score`` is scored as its colour channels).
+* Images are scored as 8-bit RGB. 8-bit modes (L, P, RGBA, CMYK, ...) are converted with
+  ``Image.convert("RGB")``; an alpha channel is dropped, not composited (edit outputs are opaque;
+  a transparent PNG given to ``qie-bench score`` is scored as its colour channels).
+* Modes with more than 8 bits are scaled, never clipped (PIL's ``convert`` clips them: a 16-bit
+  grayscale PNG would become white): 16-bit grayscale (``I;16*``) as ``value / 65535``; 32-bit
+  integer (``I``, how older Pillow opened 16-bit PNGs) the same when every value is in
+  [0, 65535]; float (``F``) when every value is in [0, 1]. Anything else in those modes is
+  refused with a one-line error rather than guessed. 16-bit RGB PNGs are opened by Pillow as
+  8-bit ``RGB`` already (its decoder keeps the high byte).
 * Pixel values become floats in [0, 1] (``uint8 / 255``), so every pixel metric uses
   ``data_range = 1.0``. The range is passed explicitly: letting torchmetrics infer it from the
   data would make a constant image's PSNR/SSIM depend on the other image's contrast.
@@ -14,7 +20,8 @@ Conventions (every metric relies on them, so they live in one place):
   never touched, and masks stay in source pixel coordinates. The resize is reported as a note.
 * A mask is a boolean ``H x W`` array in source coordinates, ``True`` where the edit may change
   pixels. On disk (the case set's ``masks/*.png``) it is a single-channel PNG, white = may change;
-  any pixel >= 128 after conversion to grayscale counts as white.
+  any pixel >= 128 after conversion to 8-bit grayscale as above counts as white (a 16-bit mask:
+  >= 32896 of 65535).
 """
 
 from __future__ import annotations
@@ -30,11 +37,43 @@ from ..errors import UserInputError
 RESIZE_FILTER = Image.Resampling.BICUBIC
 RESIZE_FILTER_NAME = "PIL bicubic"
 MASK_THRESHOLD = 128
+SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+SIXTEEN_BIT_MAX = 65535
+
+
+class ImageModeError(UserInputError):
+    """An image mode whose values cannot be read as intensities without guessing."""
+
+    def __init__(self, mode: str, problem: str) -> None:
+        super().__init__("image", f"mode {mode}: {problem}", "save it as an 8-bit or 16-bit PNG (RGB or grayscale)")
+
+
+def _scaled_to_8bit(values: np.ndarray) -> Image.Image:
+    """Grayscale intensities in [0, 1] as an 8-bit ``L`` image (rounded to nearest)."""
+    return Image.fromarray(np.rint(values * 255.0).astype(np.uint8))  # 2-D uint8: mode L
 
 
 def as_rgb(image: Image.Image) -> Image.Image:
-    """The image as 8-bit RGB (alpha dropped, palette and grayscale expanded)."""
-    return image if image.mode == "RGB" else image.convert("RGB")
+    """The image as 8-bit RGB (alpha dropped, palette and grayscale expanded, 16-bit and float
+    grayscale scaled to 8 bits); :class:`ImageModeError` for values that cannot be read."""
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode in SIXTEEN_BIT_MODES or mode in ("I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        if mode in SIXTEEN_BIT_MODES:
+            return _scaled_to_8bit(values / SIXTEEN_BIT_MAX).convert("RGB")
+        if not np.isfinite(values).all():
+            raise ImageModeError(mode, "has non-finite values")
+        low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+        if mode == "I":
+            if low < 0 or high > SIXTEEN_BIT_MAX:
+                raise ImageModeError(mode, f"32-bit integer values from {low:.0f} to {high:.0f} are not 16-bit intensities")
+            return _scaled_to_8bit(values / SIXTEEN_BIT_MAX).convert("RGB")
+        if low < 0 or high > 1:
+            raise ImageModeError(mode, f"float values from {low:.4g} to {high:.4g} are outside [0, 1]")
+        return _scaled_to_8bit(values).convert("RGB")
+    return image.convert("RGB")
 
 
 def match_size(image: Image.Image, size: tuple[int, int]) -> tuple[Image.Image, str | None]:
@@ -71,16 +110,18 @@ def check_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def load_image(path: str | Path) -> Image.Image:
-    """Read an image file fully (so a truncated file fails here, not mid-scoring) as RGB.
+    """Read an image file fully (so a truncated file fails here, not mid-scoring) as 8-bit RGB.
 
-    Raises :class:`UserInputError` naming the file when it is missing, a directory, or not an
-    image Pillow can decode.
+    Raises :class:`UserInputError` naming the file when it is missing, a directory, not an image
+    Pillow can decode, or in a mode whose values cannot be read (see :func:`as_rgb`).
     """
     path = Path(path)
     try:
         with Image.open(path) as image:
             image.load()
             return as_rgb(image)
+    except ImageModeError as err:
+        raise UserInputError(str(path), err.problem, err.fix) from None
     except FileNotFoundError:
         raise UserInputError(str(path), "file not found", "check the path") from None
     except IsADirectoryError:

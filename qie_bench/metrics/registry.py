@@ -4,13 +4,20 @@ Modelled on pyiqa's registry: registering a second class under a taken name is a
 metrics silently sharing a record key would corrupt results), and looking up an unknown name
 suggests the closest known one.
 
-The built-in metric modules are imported on first lookup, not when this module is imported, so
-``qie-bench --help`` and config parsing that never touches metrics stay fast.
+The metrics are the modules of :mod:`qie_bench.metrics.catalog`, discovered with ``pkgutil`` and
+imported on first lookup (not when this module is imported), so adding a metric is adding one
+module there. Those modules import torch only inside their functions: listing names and reading
+declarations imports no torch.
+
+Default order (``MetricsConfig.names``, printed tables, the keys of every record): by each
+class's declared ``order``, then module name, then registration order within a module. It never
+depends on which module happened to be imported first.
 """
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
 import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, TypeVar
@@ -18,19 +25,11 @@ from typing import TYPE_CHECKING, TypeVar
 from ..errors import UserInputError, did_you_mean
 
 if TYPE_CHECKING:
-    from .base import Metric
+    from .base import Direction, Metric
 
 M = TypeVar("M", bound="type[Metric]")
 
-# This order (then registration order within a module) is the default order of
-# `MetricsConfig.names` and of printed tables.
-BUILTIN_MODULES = (
-    "qie_bench.metrics.clip_iqa",
-    "qie_bench.metrics.ssim",
-    "qie_bench.metrics.psnr",
-    "qie_bench.metrics.lpips",
-    "qie_bench.metrics.clip_score",
-)
+CATALOG = "qie_bench.metrics.catalog"
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -42,11 +41,11 @@ class UnknownMetricError(UserInputError, ValueError):
 class MetricRegistry:
     """Maps metric names to classes; rejects duplicates; suggests close names for typos."""
 
-    def __init__(self, builtin_modules: tuple[str, ...] = ()) -> None:
+    def __init__(self, package: str | None = None) -> None:
         self._classes: dict[str, type[Metric]] = {}
-        self._order: dict[str, tuple[int, int]] = {}  # name -> (module rank, registration number)
-        self._builtin_modules = builtin_modules
-        self._loaded = not builtin_modules
+        self._registered: dict[str, int] = {}  # name -> registration number
+        self._package = package
+        self._loaded = package is None
 
     def register(self, cls: M) -> M:
         """Class decorator: add ``cls`` under ``cls.name``.
@@ -64,24 +63,40 @@ class MetricRegistry:
                 f"cannot register {cls.__module__}.{cls.__qualname__} under the same name"
             )
         self._classes[name] = cls
-        module = cls.__module__
-        rank = self._builtin_modules.index(module) if module in self._builtin_modules else len(self._builtin_modules)
-        self._order.setdefault(name, (rank, len(self._order)))
+        self._registered.setdefault(name, len(self._registered))
         return cls
 
     def _ensure_loaded(self) -> None:
         if not self._loaded:
             self._loaded = True  # set first: the modules call register() while importing
-            for module in self._builtin_modules:
-                importlib.import_module(module)
+            package = importlib.import_module(self._package)  # type: ignore[arg-type]
+            for module in sorted(m.name for m in pkgutil.iter_modules(package.__path__)):
+                importlib.import_module(f"{self._package}.{module}")
+
+    def _sort_key(self, name: str) -> tuple[int, str, int]:
+        cls = self._classes[name]
+        return (cls.order, cls.__module__, self._registered[name])
 
     def names(self) -> tuple[str, ...]:
-        """All registered names: built-in modules in ``BUILTIN_MODULES`` order, then the rest.
-
-        The order does not depend on which metric module happened to be imported first.
-        """
+        """All registered names in the default order (declared ``order``, module, registration)."""
         self._ensure_loaded()
-        return tuple(sorted(self._classes, key=self._order.__getitem__))
+        return tuple(sorted(self._classes, key=self._sort_key))
+
+    def classes(self) -> tuple[type[Metric], ...]:
+        """The registered classes, in :meth:`names` order."""
+        return tuple(self._classes[name] for name in self.names())
+
+    def fidelity_order(self) -> tuple[str, ...]:
+        """Names of the metrics that declare a ``fidelity_rank``, best-preferred first (the
+        report sorts its gallery and chooses its Pareto axis by this)."""
+        ranked = [cls for cls in self.classes() if cls.fidelity_rank is not None]
+        return tuple(cls.name for cls in sorted(ranked, key=lambda cls: cls.fidelity_rank))  # type: ignore[arg-type, return-value]
+
+    def direction(self, name: str) -> Direction | None:
+        """``"higher"``/``"lower"`` as the metric declares it, None for a name not registered."""
+        self._ensure_loaded()
+        cls = self._classes.get(name)
+        return None if cls is None else cls.direction
 
     def get(self, name: str) -> type[Metric]:
         """The class registered under ``name``; :class:`UnknownMetricError` with a hint otherwise."""
@@ -115,5 +130,5 @@ class MetricRegistry:
         return len(self.names())
 
 
-REGISTRY = MetricRegistry(BUILTIN_MODULES)
+REGISTRY = MetricRegistry(CATALOG)
 register_metric = REGISTRY.register

@@ -9,20 +9,26 @@ Used by the runner (every OK output image) and by ``qie-bench score``::
 Values are plain floats (``inf`` for the PSNR of identical pixels) or ``None``;
 :meth:`Scorer.score_detailed` also gives the reason for each ``None`` and notes such as a resize.
 Write them to JSON through :func:`qie_bench.metrics.to_json_value`.
+
+Missing real weights are an error by default. ``missing_weights="skip"`` (what ``qie-bench
+score`` uses when no metric was named) leaves out the metrics whose model files are missing:
+their values are ``None`` with the reason, and :attr:`Scorer.skipped` says which and why. A
+metric named explicitly is never skipped, and nothing falls back to random weights.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
-from .base import Metric, MetricResult, Prepared, ScoreInputs
+from .base import Metric, MetricResult
 from .config import MetricsConfig
+from .prepared import Prepared, ScoreInputs
 from .registry import REGISTRY
-from .weights import ModelStore
+from .weights import ModelSpec, ModelStore
 
 __all__ = ["MetricResult", "ScoreInputs", "Scorer"]
 
@@ -32,26 +38,37 @@ class Scorer:
 
     ``weights_kind`` (``"real"`` or ``"random"``) must be recorded with every score set.
     Construction with ``weights="real"`` raises :class:`~qie_bench.errors.UserInputError` listing
-    every missing weight file before building anything.
+    every missing weight file before building anything, unless ``missing_weights="skip"`` and the
+    config's metric list is the default one (``config.names_given`` is False): then the metrics
+    whose files are missing are left out and listed in :attr:`skipped` (name -> reason).
     """
 
-    def __init__(self, config: MetricsConfig) -> None:
+    def __init__(self, config: MetricsConfig, *, missing_weights: Literal["error", "skip"] = "error") -> None:
         started = time.perf_counter()
         self.config = config
         self.weights_kind: str = config.weights
         self.device = torch.device(config.device)
         classes = [REGISTRY.get(name) for name in config.names]
         store = ModelStore(config.weights, config.weights_dir, config.device, config.random_seed)
-        needs: dict[str, list[str]] = {}
+        needs: dict[ModelSpec, list[str]] = {}
         for cls in classes:
-            if cls.model_key is not None:
-                needs.setdefault(cls.model_key, []).append(cls.name)
-        store.preflight(needs)
-        self.metrics: list[Metric] = [cls(store.get(cls.model_key) if cls.model_key else None) for cls in classes]
+            if cls.model is not None:
+                needs.setdefault(cls.model, []).append(cls.name)
+        missing = store.locate_all(needs)
+        self.skipped: dict[str, str] = {}
+        if missing and (missing_weights == "error" or config.names_given):
+            raise store.missing_error(missing)
+        for spec, message in missing.items():
+            for name in needs[spec]:
+                self.skipped[name] = f"real weights not found: {message}"
+        self.metrics: list[Metric] = [
+            cls(store.get(cls.model) if cls.model is not None else None) for cls in classes if cls.name not in self.skipped
+        ]
         self.build_seconds = time.perf_counter() - started
 
     @property
     def names(self) -> tuple[str, ...]:
+        """The metrics computed (the configured ones less :attr:`skipped`)."""
         return tuple(metric.name for metric in self.metrics)
 
     def describe(self) -> dict[str, dict[str, Any]]:
@@ -78,8 +95,13 @@ class Scorer:
     def _run(self, batch: Sequence[ScoreInputs]) -> tuple[list[dict[str, MetricResult]], list[list[str]]]:
         prepared = [Prepared(inputs, self.device) for inputs in batch]  # validates masks up front
         rows: list[dict[str, MetricResult]] = [{} for _ in prepared]
+        metrics = {metric.name: metric for metric in self.metrics}
         with torch.inference_mode():
-            for metric in self.metrics:
-                for row, result in zip(rows, metric(prepared), strict=True):
-                    row[metric.name] = result
+            for name in self.config.names:  # the configured order, skipped metrics in their place
+                if name in metrics:
+                    results = metrics[name](prepared)
+                else:
+                    results = [MetricResult(None, self.skipped[name]) for _ in prepared]
+                for row, result in zip(rows, results, strict=True):
+                    row[name] = result
         return rows, [item.notes for item in prepared]

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserInputError
+from ..metrics.registry import REGISTRY
 from ..results import Record, RunDir, from_json_number
 from ..units import fmt_bytes
 from . import floors as F
@@ -40,23 +41,19 @@ MEASURES: tuple[tuple[str, str, str], ...] = (
     ("weights_bytes", "weights", "bytes"),
 )
 
-# Fidelity metrics in order of preference for sorting the gallery and the Pareto plot.
-FIDELITY_PREFERENCE = ("lpips_vs_baseline", "ssim_vs_baseline", "psnr_vs_baseline", "ssim_outside_mask",
-                       "psnr_outside_mask", "lpips", "ssim", "psnr", "clip_iqa", "clip_score")
+def fidelity_preference() -> tuple[str, ...]:
+    """Fidelity metrics in order of preference for sorting the gallery and the Pareto plot: as
+    the metrics declare it (``fidelity_rank``)."""
+    return REGISTRY.fidelity_order()
 
 
 def metric_direction(name: str, descriptions: dict[str, Any]) -> str | None:
-    """'higher' or 'lower' (is better): as the metric declared it in the run, else the gate's table."""
+    """'higher' or 'lower' (is better): as the metric declared it in the run, else as its class
+    declares it in the registry."""
     d = (descriptions.get(name) or {}).get("direction") if isinstance(descriptions.get(name), dict) else None
     if d in ("higher", "lower"):
         return d
-    try:
-        from ..gate.thresholds import metric_direction as gate_direction
-
-        g = gate_direction(name)
-        return g.value if g is not None else None
-    except ImportError:  # the gate package is optional for reports
-        return None
+    return REGISTRY.direction(name)
 
 
 def num(value: Any) -> float | None:
@@ -730,8 +727,9 @@ def build_report_data(run_dirs: Sequence[Path], case_dirs: Sequence[Path] = ()) 
                 metrics.append(name)
             if directions.get(name) is None:
                 directions[name] = metric_direction(name, desc)
-    metrics.sort(key=lambda m: (FIDELITY_PREFERENCE.index(m) if m in FIDELITY_PREFERENCE else len(FIDELITY_PREFERENCE), m))
-    primary = next((m for m in FIDELITY_PREFERENCE if m in metrics and directions.get(m)), None)
+    preference = fidelity_preference()
+    metrics.sort(key=lambda m: (preference.index(m) if m in preference else len(preference), m))
+    primary = next((m for m in preference if m in metrics and directions.get(m)), None)
     if primary is None:
         primary = next((m for m in metrics if directions.get(m)), None)
     categories: dict[str, str] = {}

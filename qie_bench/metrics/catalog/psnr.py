@@ -15,11 +15,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import torch
+from ..base import Metric, Reference
+from ..registry import register_metric
 
-from .base import Metric, Prepared, Reference
-from .registry import register_metric
+if TYPE_CHECKING:
+    import torch
+
+    from ..prepared import Prepared
 
 DATA_RANGE = 1.0
 SETTINGS = {"data_range": DATA_RANGE, "mse_over": "all pixels and RGB channels", "dtype": "float64"}
@@ -47,6 +51,8 @@ def psnr_outside_mask(preds: torch.Tensor, target: torch.Tensor, mask: torch.Ten
 class _PSNRBase(Metric):
     direction = "higher"
     range = (0.0, math.inf)
+    unit = "dB"
+    order = 30
     library = "torchmetrics"
     function = "torchmetrics.functional.image.peak_signal_noise_ratio"
     settings = SETTINGS
@@ -57,9 +63,13 @@ class PSNR(_PSNRBase):
     """PSNR (dB) of the output (resized to the source's size if needed) against the source image."""
 
     name = "psnr"
+    label = "PSNR"
+    fidelity_rank = 8
     reference = Reference.SOURCE
 
     def compute(self, batch: Sequence[Prepared]) -> list[float]:
+        import torch
+
         return [float(psnr(*item.pair(Reference.SOURCE, torch.float64))) for item in batch]
 
 
@@ -68,10 +78,14 @@ class PSNROutsideMask(_PSNRBase):
     """PSNR (dB) against the source over the pixels the edit must not change (outside the mask)."""
 
     name = "psnr_outside_mask"
+    label = "PSNR outside mask"
+    fidelity_rank = 5
     reference = Reference.SOURCE
     region = "outside_mask"
 
     def compute(self, batch: Sequence[Prepared]) -> list[float]:
+        import torch
+
         return [float(psnr(*item.pair(Reference.SOURCE, torch.float64), keep=item.outside_mask)) for item in batch]
 
 
@@ -80,7 +94,11 @@ class PSNRVsBaseline(_PSNRBase):
     """PSNR (dB) of the variant's output against the baseline variant's output (same case and seed)."""
 
     name = "psnr_vs_baseline"
+    label = "PSNR vs baseline"
+    fidelity_rank = 3
     reference = Reference.BASELINE
 
     def compute(self, batch: Sequence[Prepared]) -> list[float]:
+        import torch
+
         return [float(psnr(*item.pair(Reference.BASELINE, torch.float64))) for item in batch]
