@@ -109,7 +109,9 @@ def _summary_with_failures() -> dict:
             if status == "OK":
                 r.update(latency_s=1.5 + i, rss_peak_bytes=2**30, metrics={"ssim_vs_baseline": 0.98, "psnr_vs_baseline": "inf"})
             recs.append(r)
-    run = {"run_id": "r1", "created_at": "t", "model": {"source": "tiny"}, "environment": {"cpu": "x", "gpu_name": None},
+    run = {"run_id": "r1", "created_at": "t", "model": {"source": "tiny"}, "environment": {"qie_bench": "0.1.0", "project": {"commit": None, "dirty": None},
+                                                                 "python": "3.11", "cpu": "x", "torch_cuda": None, "gpu_name": None,
+                                                                 "gpu_memory_bytes": None, "driver": None, "packages": {}},
            "suite": {"name": "smoke", "fingerprint": "sha256:1"}, "case_set": {"name": "c", "fingerprint": "f", "cases": 3},
            "plan": {"items": [r["key"] for r in recs]},
            "suite_config": {"model": {"device": "cpu"}, "gates": {"latency_p95_s": "+25%", "ssim_vs_baseline": "-0.02",
