@@ -7,8 +7,10 @@ subclass that declares what the number means (``name``, ``direction``, ``range``
 metrics share intermediate results — the SSIM map is computed once for ``ssim`` and
 ``ssim_outside_mask``.
 
-A metric whose reference is missing (no baseline output, no mask, no caption) yields ``None``
-with a reason, never 0: 0 is a real, terrible score.
+A metric whose reference is missing (no baseline output, no mask, no caption, no expected text)
+yields ``None`` with a reason, never 0: 0 is a real, terrible score. A metric may also attach a
+small JSON-ready ``detail`` to a value (e.g. the text OCR recognised); runs keep it under
+``record["metric_details"][name]``.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ if TYPE_CHECKING:
     from .weights import LoadedModel
 
 Direction = Literal["higher", "lower"]
-Region = Literal["whole", "outside_mask"]
+# "inside_and_outside_mask": the metric needs pixels on both sides of the mask (a ratio).
+Region = Literal["whole", "outside_mask", "inside_mask", "inside_and_outside_mask"]
 ImageName = Literal["output", "source", "baseline", "output@source", "output@baseline"]
 T = TypeVar("T")
 
@@ -45,6 +48,7 @@ class Reference(str, Enum):
     SOURCE = "source"  # the case's (first) input image
     BASELINE = "baseline"  # the baseline variant's output for the same case and seed (compression fidelity)
     TEXT = "text"  # the case's target caption
+    EXPECTED_TEXT = "expected_text"  # the text the output must show (text cases), read by OCR
 
 
 @dataclass
@@ -54,6 +58,7 @@ class ScoreInputs:
     ``mask`` is a bool ``H x W`` array in *source* pixel coordinates, ``True`` where the edit may
     change pixels; ``None`` when the case has no mask (then the ``*_outside_mask`` metrics are
     ``None``). ``baseline_output`` is the baseline variant's output for the same case and seed.
+    ``expected_text`` is the text the output must show (a text case's ``expected_text``).
     """
 
     output: Image.Image
@@ -61,14 +66,20 @@ class ScoreInputs:
     baseline_output: Image.Image | None = None
     mask: np.ndarray | None = None
     caption: str | None = None
+    expected_text: str | None = None
 
 
 @dataclass(frozen=True)
 class MetricResult:
-    """One metric's value for one output; ``value is None`` comes with the ``reason``."""
+    """One metric's value for one output; ``value is None`` comes with the ``reason``.
+
+    ``detail`` is optional JSON-ready context for the value (what OCR recognised), kept in the
+    record under ``metric_details``; ``None`` for most metrics.
+    """
 
     value: float | None
     reason: str | None = None
+    detail: dict[str, Any] | None = None
 
 
 class Prepared:
@@ -156,11 +167,16 @@ class Prepared:
             return "no baseline output to compare with"
         if reference is Reference.TEXT and not (self.inputs.caption or "").strip():
             return "no target caption"
-        if region == "outside_mask":
-            if self.mask is None:
-                return "case has no mask"
-            if self.mask.all():
-                return "mask covers the whole image: no pixel outside it"
+        if reference is Reference.EXPECTED_TEXT and not (self.inputs.expected_text or "").strip():
+            return "case has no expected text"
+        if region == "whole":
+            return None
+        if self.mask is None:
+            return "case has no mask"
+        if region in ("outside_mask", "inside_and_outside_mask") and self.mask.all():
+            return "mask covers the whole image: no pixel outside it"
+        if region in ("inside_mask", "inside_and_outside_mask") and not self.mask.any():
+            return "mask is empty: no pixel inside it"
         return None
 
 
@@ -173,7 +189,8 @@ class Metric(ABC):
     ``direction``  ``"higher"`` or ``"lower"`` is better
     ``range``      ``(lo, hi)``; ``math.inf`` for an open end (JSON: see :func:`to_json_value`)
     ``reference``  what the output is compared against (:class:`Reference`)
-    ``region``     ``"whole"`` image or only the pixels ``"outside_mask"``
+    ``region``     ``"whole"`` image, only the pixels ``"outside_mask"`` or ``"inside_mask"``, or
+                   ``"inside_and_outside_mask"`` (compares the two sides)
     ``library``    the distribution whose code computes the value (its version is recorded)
     ``function``   the library entry point used, for the record
     ``model_key``  the model it needs from :class:`~qie_bench.metrics.weights.ModelStore`, if any
@@ -197,17 +214,23 @@ class Metric(ABC):
 
     def __call__(self, batch: Sequence[Prepared]) -> list[MetricResult]:
         """Score a batch: ``None`` + reason where the reference is missing, else :meth:`compute`."""
-        reasons = [item.unavailable(self.reference, self.region) for item in batch]
+        reasons = [self.unavailable(item) for item in batch]
         todo = [item for item, reason in zip(batch, reasons, strict=True) if reason is None]
         values = self.compute(todo) if todo else []
         if len(values) != len(todo):
             raise RuntimeError(f"metric {self.name!r} returned {len(values)} values for {len(todo)} inputs")
         computed = iter(values)
-        return [MetricResult(None, reason) if reason else MetricResult(float(next(computed))) for reason in reasons]
+        return [MetricResult(None, reason) if reason else _as_result(next(computed)) for reason in reasons]
+
+    def unavailable(self, item: Prepared) -> str | None:
+        """Why this metric cannot score ``item`` (its reference or region is missing), or None."""
+        return item.unavailable(self.reference, self.region)
 
     @abstractmethod
-    def compute(self, batch: Sequence[Prepared]) -> list[float]:
-        """Values for inputs whose reference is present, in order (PSNR may be ``inf``)."""
+    def compute(self, batch: Sequence[Prepared]) -> Sequence[float | MetricResult]:
+        """Values for inputs whose reference is present, in order (PSNR may be ``inf``); a
+        :class:`MetricResult` where the value carries a ``detail`` or is ``None`` for a reason
+        found only while computing."""
 
     @property
     def backbone(self) -> str | None:
@@ -228,6 +251,10 @@ class Metric(ABC):
             "weights": "none" if self.model is None else self.model.weights,
             "weights_source": None if self.model is None else self.model.source,
         }
+
+
+def _as_result(value: float | MetricResult) -> MetricResult:
+    return value if isinstance(value, MetricResult) else MetricResult(float(value))
 
 
 def size_groups(

@@ -1,11 +1,12 @@
 """``qie-bench score``: score one output image with the harness's metrics, outside any run.
 
     qie-bench score --source S.png --output O.png [--reference R.png] [--mask M.png]
-                    [--caption TEXT] [--metrics ssim,psnr,...] [--weights real|random]
+                    [--caption TEXT] [--expected-text TEXT] [--metrics ssim,psnr,...] [--weights real|random]
                     [--weights-dir DIR] [--device cpu] [--json]
 
 ``--reference`` is the baseline variant's output (for the ``*_vs_baseline`` metrics); ``--mask``
-a PNG the size of the source, white where the edit may change pixels. Metrics whose reference is
+a PNG the size of the source, white where the edit may change pixels; ``--expected-text`` the text
+the output must show (``text_accuracy``, ``text_found``, read by OCR). Metrics whose reference is
 not given print as ``-`` with the reason. Exit code 0, or 2 for bad input (a missing or unreadable
 file, an unknown metric, missing real weights).
 
@@ -36,6 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--reference", metavar="R.png", help="the baseline variant's output (same case and seed)")
     parser.add_argument("--mask", metavar="M.png", help="mask PNG at the source's size: white = may change")
     parser.add_argument("--caption", metavar="TEXT", help="target caption, for clip_score")
+    parser.add_argument("--expected-text", metavar="TEXT",
+                        help="the text the output must show, for text_accuracy and text_found (OCR)")
     parser.add_argument("--metrics", metavar="A,B,...", help="comma-separated metric names (default: all)")
     parser.add_argument("--weights", choices=("real", "random"), default="real",
                         help="real pretrained metric weights (default) or seeded random ones (plumbing only)")
@@ -78,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         baseline_output=load_image(args.reference) if args.reference else None,
         mask=load_mask(args.mask, source.size) if args.mask else None,
         caption=args.caption,
+        expected_text=args.expected_text,
     )
     from .scorer import Scorer
 
@@ -89,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
             "weights_kind": scorer.weights_kind,
             "scores": {name: result.value for name, result in results.items()},
             "reasons": {name: result.reason for name, result in results.items() if result.reason},
+            "details": {name: result.detail for name, result in results.items() if result.detail is not None},
             "notes": notes,
             "metrics": described,
         }
@@ -115,7 +120,8 @@ def format_table(
     rows = []
     for name, result in results.items():
         info = described[name]
-        reference = info["reference"] + (" (outside mask)" if info["region"] == "outside_mask" else "")
+        region = info["region"]
+        reference = info["reference"] + ("" if region == "whole" else f" ({region.replace('_', ' ')})")
         backbone = info["backbone"] or "-"
         rows.append((name, format_value(result.value), info["direction"], reference, backbone, result.reason or ""))
     widths = [max(len(str(row[i])) for row in (header, *rows)) for i in range(len(header))]
@@ -128,6 +134,11 @@ def format_table(
     if weights_kind == "random":
         lines.append("  (random-weight models: clip_iqa, lpips and clip_score values say nothing about quality)")
     lines += [f"note: {note}" for note in notes]
+    details: dict[str, list[str]] = {}  # one line per distinct detail (metrics may share one)
+    for name, result in results.items():
+        if getattr(result, "detail", None) is not None:
+            details.setdefault(json.dumps(result.detail, ensure_ascii=False), []).append(name)
+    lines += [f"detail ({', '.join(names)}): {text}" for text, names in details.items()]
     return "\n".join(lines)
 
 

@@ -30,6 +30,8 @@ BUILTIN_MODULES = (
     "qie_bench.metrics.psnr",
     "qie_bench.metrics.lpips",
     "qie_bench.metrics.clip_score",
+    "qie_bench.metrics.text_accuracy",
+    "qie_bench.metrics.locality",
 )
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
