@@ -363,12 +363,13 @@ def _validate_case(
         )
     category = str(obj["category"])
     if not _ID_RE.match(category) or len(category) > MAX_CATEGORY_CHARS:
-        near = did_you_mean(category.strip().lower().replace(" ", "-").replace("_", "-"), CATEGORIES)
+        kebab = re.sub(r"[\s_]+", "-", category.strip().lower())
+        near = f"did you mean '{kebab}'?" if _ID_RE.match(kebab) and len(kebab) <= MAX_CATEGORY_CHARS else None
         raise UserInputError(
             where,
             f"bad category {_q(category)}",
-            (f"{near}; " if near else "")
-            + f"a category is a label in lowercase letters, digits and single hyphens, at most {MAX_CATEGORY_CHARS} "
+            near
+            or f"a category is a label in lowercase letters, digits and single hyphens, at most {MAX_CATEGORY_CHARS} "
             "characters, e.g. 'text-replace' or your own 'logo-swap'",
         )
     language = str(obj["language"])
