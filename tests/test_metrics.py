@@ -45,7 +45,8 @@ from qie_bench.metrics.ssim import ssim_map
 PIXEL_METRICS = ("ssim", "psnr", "ssim_outside_mask", "psnr_outside_mask", "ssim_vs_baseline", "psnr_vs_baseline")
 ALL_METRICS = (
     "clip_iqa", "ssim", "ssim_outside_mask", "ssim_vs_baseline", "psnr", "psnr_outside_mask", "psnr_vs_baseline",
-    "lpips_vs_baseline", "clip_score",
+    "lpips_vs_baseline", "clip_score", "text_accuracy", "text_found", "change_inside_mask", "change_outside_mask",
+    "change_ratio",
 )
 
 # Tolerances. PSNR: the MSE is float64 on both sides, but torchmetrics takes log(10) of a float32
