@@ -17,8 +17,10 @@ How a value is made:
 2. **OCR.** rapidocr finds text lines, reads each, keeps lines read with confidence of at least
    `MIN_CONFIDENCE`, and sorts them in reading order (top to bottom, left to right). The
    detector sees the crop at its own scale (``limit_type = "max"``, longest side at most
-   `DET_MAX_SIDE`); rapidocr's default would upscale the shorter side to 736 px, which was 10-50
-   times slower on these crops and read no better (measured on the ``edit-v2`` text cases).
+   `DET_MAX_SIDE`); rapidocr's default would upscale the shorter side to 736 px, which was 10 to
+   150 times slower on these crops (0.3-3 s against 0.01-0.15 s) and misread 4 of 18 that this
+   setting read right (the ``edit-v2`` text cases: source, text drawn in the mask, and that
+   drawn image through a 128x128 round trip).
    Small crops need no upscaling of ours: rapidocr pads and enlarges images under 30 px itself,
    and lines 8-18 px high in 128 px wide strips were read as well without it (measured).
 3. **Normalisation** (`normalize_text`), applied to the expected and the recognised text:
@@ -38,8 +40,8 @@ The recognised lines, the best-matching candidate and the region read are kept w
 (``MetricResult.detail``; a run's record holds them under ``metric_details``), so a report can
 show what the model actually wrote.
 
-Only numpy and Pillow are imported here at module level; rapidocr (onnxruntime, OpenCV) is
-imported when the first OCR metric is built, and its engine is loaded once per process
+Besides the shared metric base, only numpy and Pillow are imported here at module level (no
+torch); rapidocr (onnxruntime, OpenCV) is imported when the first OCR metric is built, and its engine is loaded once per process
 (`ocr_engine`) and shared by both metrics; the OCR itself runs once per image for both.
 """
 
