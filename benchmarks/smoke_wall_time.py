@@ -38,7 +38,7 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     smoke = ROOT / "suites" / "smoke.toml"
     cheap = work / "smoke-psnr-only.toml"
-    text = smoke.read_text().replace("cases/edit-v1", str(ROOT / "suites" / "cases" / "edit-v1"))
+    text = smoke.read_text().replace("cases/edit-v2", str(ROOT / "suites" / "cases" / "edit-v2"))
     cheap.write_text(text.replace('[metrics]\nweights = "random"', '[metrics]\nnames = ["psnr"]\nweights = "random"'))
     results = {}
     results["baseline_all_metrics_s"] = run(smoke, work / "baseline", "--variants", "fp32")

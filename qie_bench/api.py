@@ -107,7 +107,7 @@ def score(output: Any, source: Any, *, reference: Any = None, mask: Any = None, 
           device: str = "cpu") -> dict[str, Any]:
     """Score one edited image (a path or a PIL image) against its source, as `qie-bench score`.
     Returns ``{"scores": {name: value}, "reasons": {name: why None}, "notes": [...]}``."""
-    from .metrics.base import ScoreInputs
+    from .metrics.prepared import ScoreInputs
     from .metrics.config import MetricsConfig
     from .metrics.images import load_image, load_mask
     from .metrics.scorer import Scorer

@@ -8,11 +8,19 @@ A case set is a folder::
         masks/*.png      # optional masks: white = the edit may change it, black = must stay
         README.md        # provenance and licenses
 
-Each manifest line has exactly the keys ``id``, ``category``, ``language``, ``instruction``,
+Each manifest line has the keys ``id``, ``category``, ``language``, ``instruction``,
 ``target_caption``, ``images`` (1-3 paths relative to the folder), ``mask`` (path or null) and
-``source``. `load_case_set` validates everything up front, so a broken set fails in one clear
-line before any GPU time is spent, and computes a fingerprint over the manifest and every
-referenced file so that results from different set contents are never compared.
+``source``, and optionally ``expected_text`` (the text the edited image must show, for the OCR
+metrics ``text_accuracy``/``text_found``; since ``edit-v2``). `load_case_set` validates everything
+up front, so a broken set fails in one clear line before any GPU time is spent, and computes a
+fingerprint over the manifest and every referenced file so that results from different set
+contents are never compared.
+
+A team's own set may use its own categories: any lower-kebab-case label (``logo-swap``,
+``watermark``) is accepted; `CATEGORIES` lists the built-in ones for documentation. The
+``target_caption`` may be in Chinese (or any language): ``clip_score``, whose CLIP text encoder
+reads English only, is then ``null`` with the reason "target caption is not English"; the other
+metrics never read the caption.
 """
 
 from __future__ import annotations
@@ -35,9 +43,14 @@ DEFAULT_MAX_INSTRUCTION_CHARS = 2000
 # CLIP's text encoder sees at most 77 tokens; a caption much longer than this is cut off
 # silently, so the tail would not count towards CLIP-Score. Refuse it instead.
 MAX_CAPTION_CHARS = 300
+# OCR reads a short line or two; a paragraph is not a text-edit target.
+MAX_EXPECTED_TEXT_CHARS = 100
 MAX_IMAGES_PER_CASE = 3  # Qwen-Image-Edit-2509 takes 1-3 input images
 MAX_ID_CHARS = 64
+MAX_CATEGORY_CHARS = 40
 
+# The built-in categories of the shipped sets (documentation and ordering only: a case set may
+# use any lower-kebab-case label, e.g. "logo-swap").
 CATEGORIES: tuple[str, ...] = (
     "remove-object",
     "text-replace",
@@ -63,6 +76,10 @@ _KEYS: dict[str, tuple[type, ...]] = {
     "mask": (str, type(None)),
     "source": (str,),
 }
+# optional key -> expected JSON type(s); absent = None
+_OPTIONAL_KEYS: dict[str, tuple[type, ...]] = {
+    "expected_text": (str,),
+}
 _ID_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 _CJK_RE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _LATIN_RE = re.compile(r"[A-Za-z]")
@@ -83,10 +100,11 @@ class Case:
     category: str
     language: str  # "en" | "zh"
     instruction: str
-    target_caption: str  # English description of the intended result, for CLIP-Score
+    target_caption: str  # description of the intended result, for CLIP-Score (which reads English only)
     image_paths: tuple[Path, ...]  # absolute, resolved, inside the set's folder
     mask_path: Path | None
     source: str
+    expected_text: str | None = None  # the text the output must show (text cases), for OCR metrics
 
     def load_images(self) -> list[Image.Image]:
         """The input images as fully loaded RGB images, in manifest order (picture 1, 2, 3)."""
@@ -177,6 +195,12 @@ class CaseSet:
         h.update("\n".join(c.id for c in chosen).encode())
         return CaseSet(name=self.name, root=self.root, cases=chosen, fingerprint=f"sha256:{h.hexdigest()}")
 
+    def categories(self) -> tuple[str, ...]:
+        """The categories used here: built-in ones in `CATEGORIES` order, then a team's own in
+        manifest order."""
+        used = dict.fromkeys(c.category for c in self.cases)
+        return (*(cat for cat in CATEGORIES if cat in used), *(cat for cat in used if cat not in CATEGORIES))
+
     def summary(self) -> dict[str, object]:
         """Counts used by `qie-bench cases validate` and run records."""
         langs = {lang: sum(c.language == lang for c in self.cases) for lang in LANGUAGES}
@@ -186,7 +210,7 @@ class CaseSet:
             "with_mask": sum(c.mask_path is not None for c in self.cases),
             "multi_image": sum(len(c.image_paths) > 1 for c in self.cases),
             "languages": langs,
-            "categories": {cat: n for cat in CATEGORIES if (n := sum(c.category == cat for c in self.cases))},
+            "categories": {cat: sum(c.category == cat for c in self.cases) for cat in self.categories()},
             "fingerprint": self.fingerprint,
         }
 
@@ -305,12 +329,15 @@ def _parse_line(line: str, where: str) -> dict[str, object]:
 
 
 def _check_keys(obj: dict[str, object], where: str) -> None:
+    allowed = {**_KEYS, **_OPTIONAL_KEYS}
     for key in obj:
-        if key not in _KEYS:
-            hint = did_you_mean(key, _KEYS)
-            raise UserInputError(where, f"unknown key {_q(key)}", hint or f"allowed keys: {', '.join(_KEYS)}")
-    for key, types in _KEYS.items():
+        if key not in allowed:
+            hint = did_you_mean(key, allowed)
+            raise UserInputError(where, f"unknown key {_q(key)}", hint or f"allowed keys: {', '.join(allowed)}")
+    for key, types in allowed.items():
         if key not in obj:
+            if key in _OPTIONAL_KEYS:
+                continue
             raise UserInputError(where, f"missing key '{key}'", f"every case needs: {', '.join(_KEYS)}")
         if not isinstance(obj[key], types):
             want = " or ".join(_json_type_name(t) for t in types)
@@ -335,11 +362,15 @@ def _validate_case(
             f"use lowercase letters, digits and single hyphens, at most {MAX_ID_CHARS} characters, e.g. 'rm-watermark-bottle'",
         )
     category = str(obj["category"])
-    if category not in CATEGORIES:
+    if not _ID_RE.match(category) or len(category) > MAX_CATEGORY_CHARS:
+        kebab = re.sub(r"[\s_]+", "-", category.strip().lower())
+        near = f"did you mean '{kebab}'?" if _ID_RE.match(kebab) and len(kebab) <= MAX_CATEGORY_CHARS else None
         raise UserInputError(
             where,
-            f"unknown category {_q(category)}",
-            did_you_mean(category, CATEGORIES) or f"one of: {', '.join(CATEGORIES)}",
+            f"bad category {_q(category)}",
+            near
+            or f"a category is a label in lowercase letters, digits and single hyphens, at most {MAX_CATEGORY_CHARS} "
+            "characters, e.g. 'text-replace' or your own 'logo-swap'",
         )
     language = str(obj["language"])
     if language not in LANGUAGES:
@@ -360,13 +391,16 @@ def _validate_case(
             where, "language is 'en' but the instruction is mostly Chinese", "fix 'language' or the instruction"
         )
     caption = str(obj["target_caption"])
+    # Any language is accepted; clip_score (English-only text encoder) skips a non-English one.
     _check_text(caption, "target_caption", where, MAX_CAPTION_CHARS)
-    if _CJK_RE.search(caption):
-        raise UserInputError(
-            where,
-            "target_caption contains Chinese characters",
-            "write it in English: CLIP-Score's text encoder is English-only",
-        )
+    expected_text = obj.get("expected_text")
+    if expected_text is not None:
+        assert isinstance(expected_text, str)
+        _check_text(expected_text, "expected_text", where, MAX_EXPECTED_TEXT_CHARS)
+        if not expected_text.isprintable():
+            raise UserInputError(
+                where, f"'expected_text' {_q(expected_text)} has a line break or control character", "write one line"
+            )
     source = str(obj["source"])
     if not source.strip():
         raise UserInputError(where, "'source' is empty", "say where the images come from, e.g. 'skimage.data.coffee'")
@@ -420,6 +454,7 @@ def _validate_case(
         image_paths=tuple(image_paths),
         mask_path=mask_path,
         source=source,
+        expected_text=expected_text,
     )
     return case, refs
 

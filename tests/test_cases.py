@@ -1,4 +1,5 @@
-"""Case sets: the shipped `edit-v1` set, the loader's validation, fingerprints, seeds, CLI."""
+"""Case sets: the shipped `edit-v1` and `edit-v2` sets, the loader's validation, fingerprints, seeds,
+a team's own set (its own categories, a Chinese caption), CLI."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from qie_bench.cases import (
     CATEGORIES,
     DEFAULT_MAX_INSTRUCTION_CHARS,
     MAX_CAPTION_CHARS,
+    MAX_EXPECTED_TEXT_CHARS,
     CaseSet,
     load_case_set,
 )
@@ -27,6 +29,16 @@ from qie_bench.errors import UserInputError
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "suites" / "cases" / "edit-v1"
+SHIPPED_V2 = REPO / "suites" / "cases" / "edit-v2"
+# edit-v2's expected texts, read off the instructions by hand
+EXPECTED_TEXT = {
+    "txt-price-mug": "$14.99",
+    "txt-new-box": "新品",
+    "txt-banner-bottle": "年终大促",
+    "txtadd-slogan-bottle": "清爽一夏",
+    "txtadd-caption-chelsea": "Monday mood",
+    "txtadd-title-rocket": "LAUNCH NIGHT",
+}
 
 # The small broken-copy sets use these shipped cases: a masked single-image photo case, a
 # masked procedural case and a 3-image case, so every kind of reference is exercised.
@@ -106,22 +118,52 @@ def test_manifest_keys_exact_and_ordered() -> None:
     keys = ["id", "category", "language", "instruction", "target_caption", "images", "mask", "source"]
     for row in _manifest_rows(SHIPPED):
         assert list(row) == keys
+    with_text = [*keys[:5], "expected_text", *keys[5:]]
+    for row in _manifest_rows(SHIPPED_V2):
+        assert list(row) == (with_text if row["id"] in EXPECTED_TEXT else keys)
 
 
-def test_generator_is_deterministic(tmp_path: Path) -> None:
+def test_edit_v2_is_edit_v1_plus_expected_text() -> None:
+    v1, v2 = load_case_set(SHIPPED), load_case_set(SHIPPED_V2)
+    assert v2.name == "edit-v2" and v2.fingerprint != v1.fingerprint
+    assert {c.id: c.expected_text for c in v2.cases if c.expected_text} == EXPECTED_TEXT
+    assert {c.id for c in v2.cases if c.category in ("text-replace", "text-add")} == set(EXPECTED_TEXT)
+    assert all(c.expected_text is None for c in v1.cases)
+    for a, b in zip(v1.cases, v2.cases, strict=True):
+        # same cases otherwise: same ids (so same seeds), instructions, captions and file bytes
+        assert (a.id, a.category, a.instruction, a.target_caption) == (b.id, b.category, b.instruction, b.target_caption)
+        assert [p.read_bytes() for p in a.image_paths] == [p.read_bytes() for p in b.image_paths]
+        assert (a.mask_path and a.mask_path.read_bytes()) == (b.mask_path and b.mask_path.read_bytes())
+        if b.expected_text:
+            assert b.expected_text in b.instruction
+    # only the manifest and README differ, and no stray files
+    files = sorted(p.relative_to(SHIPPED_V2) for p in SHIPPED_V2.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(SHIPPED) for p in SHIPPED.rglob("*") if p.is_file())
+
+
+def test_every_shipped_suite_uses_edit_v2() -> None:
+    import tomllib
+
+    for path in sorted((REPO / "suites").glob("*.toml")):
+        assert tomllib.loads(path.read_text())["cases"]["path"] == "cases/edit-v2", path
+
+
+@pytest.mark.parametrize("set_name", ["edit-v1", "edit-v2"])
+def test_generator_is_deterministic(tmp_path: Path, set_name: str) -> None:
     spec = importlib.util.spec_from_file_location("make_caseset", REPO / "scripts" / "make_caseset.py")
     assert spec and spec.loader
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    out = tmp_path / "edit-v1"
-    mod.generate(out)
-    shipped_files = sorted(p.relative_to(SHIPPED) for p in SHIPPED.rglob("*") if p.is_file())
+    shipped = REPO / "suites" / "cases" / set_name
+    out = tmp_path / set_name
+    mod.generate(out, set_name)
+    shipped_files = sorted(p.relative_to(shipped) for p in shipped.rglob("*") if p.is_file())
     new_files = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
     assert new_files == shipped_files
     for rel in shipped_files:
-        a, b = (SHIPPED / rel).read_bytes(), (out / rel).read_bytes()
+        a, b = (shipped / rel).read_bytes(), (out / rel).read_bytes()
         if a != b and rel.suffix == ".png":
-            same_pixels = np.array_equal(np.asarray(Image.open(SHIPPED / rel)), np.asarray(Image.open(out / rel)))
+            same_pixels = np.array_equal(np.asarray(Image.open(shipped / rel)), np.asarray(Image.open(out / rel)))
             pytest.fail(
                 f"{rel} differs from the shipped file ({'same pixels: a different zlib/Pillow encoder' if same_pixels else 'different pixels'})"
             )
@@ -166,6 +208,24 @@ def test_fingerprint_changes_with_manifest(shipped: CaseSet, tmp_path: Path) -> 
     rows[0]["target_caption"] += "."
     _write_rows(copy, rows)
     assert load_case_set(copy).fingerprint != shipped.fingerprint
+
+
+def test_fingerprint_changes_with_expected_text(tmp_path: Path) -> None:
+    v2 = load_case_set(SHIPPED_V2)
+    copy = tmp_path / "edit-v2"
+    shutil.copytree(SHIPPED_V2, copy)
+    rows = _manifest_rows(copy)
+    row = next(r for r in rows if r["id"] == "txt-price-mug")
+    row["expected_text"] = "$14.98"
+    _write_rows(copy, rows)
+    changed = load_case_set(copy)
+    assert changed.get("txt-price-mug").expected_text == "$14.98"
+    assert changed.fingerprint != v2.fingerprint
+    del row["expected_text"]  # dropping it is a change too
+    _write_rows(copy, rows)
+    dropped = load_case_set(copy)
+    assert dropped.get("txt-price-mug").expected_text is None
+    assert len({dropped.fingerprint, changed.fingerprint, v2.fingerprint}) == 3
 
 
 def test_seed_depends_only_on_case_id(shipped: CaseSet, mini: Path) -> None:
@@ -306,7 +366,21 @@ BAD_INPUTS: list[tuple[str, Callable[[Path], None], str, str]] = [
     ),
     ("bad-id", _edit(2, id="Bad_ID"), "cases.jsonl:2 (case 'Bad_ID')", "bad id 'Bad_ID'"),
     ("id-with-newline", _edit(2, id="a\nb"), 'cases.jsonl:2 (case "a\\nb")', 'bad id "a\\nb"'),
-    ("unknown-category", _edit(2, category="recolour"), L2, "unknown category 'recolour' (did you mean 'recolor'?)"),
+    ("bad-category", _edit(2, category="Text Replace"), L2, "bad category 'Text Replace' (did you mean 'text-replace'?)"),
+    ("bad-category-underscore", _edit(2, category="logo_swap"), L2, "bad category 'logo_swap' (did you mean 'logo-swap'?)"),
+    ("bad-category-symbol", _edit(2, category="logo/swap"), L2, "lowercase letters, digits and single hyphens"),
+    ("long-category", _edit(2, category="a" * 41), L2, "at most 40 characters"),
+    ("wrong-type-expected-text", _edit(2, expected_text=14.99), L2, "'expected_text' must be a string, got a number"),
+    ("null-expected-text", _edit(2, expected_text=None), L2, "'expected_text' must be a string, got null"),
+    ("empty-expected-text", _edit(2, expected_text="  "), L2, "'expected_text' is empty"),
+    (
+        "long-expected-text",
+        _edit(2, expected_text="a" * (MAX_EXPECTED_TEXT_CHARS + 1)),
+        L2,
+        f"'expected_text' is {MAX_EXPECTED_TEXT_CHARS + 1} characters long",
+    ),
+    ("multiline-expected-text", _edit(2, expected_text="轻奢系列\n新品上市"), L2, "has a line break"),
+    ("misspelt-expected-text", _edit(2, expected_txt="x"), L2, "unknown key 'expected_txt' (did you mean 'expected_text'?)"),
     ("unknown-language", _edit(2, language="fr"), L2, "unknown language 'fr'"),
     (
         "language-mismatch",
@@ -328,7 +402,6 @@ BAD_INPUTS: list[tuple[str, Callable[[Path], None], str, str]] = [
         L2,
         f"'target_caption' is {MAX_CAPTION_CHARS + 1} characters long",
     ),
-    ("chinese-caption", _edit(2, target_caption="一个绿色的瓶子"), L2, "target_caption contains Chinese characters"),
     ("no-images", _edit(2, images=[]), L2, "has 0 images"),
     (
         "four-images",
@@ -435,3 +508,26 @@ def test_custom_limits(mini: Path) -> None:
         load_case_set(mini, max_image_pixels=1000)
     with pytest.raises(UserInputError, match="'instruction' is .* over the limit of 10"):
         load_case_set(mini, max_instruction_chars=10)
+
+
+# ------------------------------------------------------------------------------------------
+# A team's own case set: its own categories, a Chinese target caption, an expected text
+# ------------------------------------------------------------------------------------------
+
+
+def test_own_categories_and_chinese_caption_are_accepted(mini: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _edit(1, category="logo-swap", target_caption="咖啡杯旁边没有勺子")(mini)
+    _edit(2, category="watermark", expected_text="轻奢系列 新品上市")(mini)
+    loaded = load_case_set(mini)
+    first, second, third = loaded.cases
+    assert (first.category, first.target_caption) == ("logo-swap", "咖啡杯旁边没有勺子")
+    assert (second.category, second.expected_text) == ("watermark", "轻奢系列 新品上市")
+    assert third.category == "add-object" and third.expected_text is None
+    # built-in categories first (documentation order), then the team's own in manifest order
+    assert loaded.categories() == ("add-object", "logo-swap", "watermark")
+    assert loaded.summary()["categories"] == {"add-object": 1, "logo-swap": 1, "watermark": 1}
+    assert [c.id for c in loaded.select(["watermark"]).cases] == ["rm-watermark-bottle"]
+    with pytest.raises(UserInputError, match=r"no case id or category 'watermarks'.*did you mean 'watermark'"):
+        loaded.select(["watermarks"])
+    assert main(["cases", "validate", str(mini)]) == 0
+    assert "OK: mini: 3 cases" in capsys.readouterr().out

@@ -48,7 +48,8 @@ PIXEL_METRICS = ("ssim", "psnr", "ssim_outside_mask", "psnr_outside_mask", "ssim
 # them (its declared `order` defaults to after the shipped ones), so tests compare this prefix.
 ALL_METRICS = (
     "clip_iqa", "ssim", "ssim_outside_mask", "ssim_vs_baseline", "psnr", "psnr_outside_mask", "psnr_vs_baseline",
-    "lpips_vs_baseline", "clip_score",
+    "lpips_vs_baseline", "clip_score", "text_accuracy", "text_found", "change_inside_mask", "change_outside_mask",
+    "change_ratio",
 )
 
 # Tolerances. PSNR: the MSE is float64 on both sides, but torchmetrics takes log(10) of a float32

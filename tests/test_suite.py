@@ -23,7 +23,7 @@ def test_shipped_suites_validate() -> None:
 def test_fingerprint_ignores_formatting_but_not_content(tmp_path: Path) -> None:
     text = (ROOT / "suites" / "smoke.toml").read_text()
     a = tmp_path / "a.toml"
-    a.write_text(text.replace("cases/edit-v1", str(ROOT / "suites/cases/edit-v1")))
+    a.write_text(text.replace("cases/edit-v2", str(ROOT / "suites/cases/edit-v2")))
     b = tmp_path / "b.toml"
     b.write_text("# another comment\n" + a.read_text())
     c = tmp_path / "c.toml"

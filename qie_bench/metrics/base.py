@@ -8,8 +8,10 @@ the weights it needs, ``library``) and adapts a batch of
 without importing torch: a suite file validates, the gate reads directions and the report reads
 the fidelity order from these declarations; the metric modules import torch inside ``compute``.
 
-A metric whose reference is missing (no baseline output, no mask, no caption) yields ``None``
-with a reason, never 0: 0 is a real, terrible score.
+A metric whose reference is missing (no baseline output, no mask, no caption, no expected text)
+yields ``None`` with a reason, never 0: 0 is a real, terrible score. A metric may also attach a
+small JSON-ready ``detail`` to a value (e.g. the text OCR recognised); runs keep it under
+``record["metric_details"][name]``.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ if TYPE_CHECKING:
     from .weights import LoadedModel, ModelSpec
 
 Direction = Literal["higher", "lower"]
-Region = Literal["whole", "outside_mask"]
+# "inside_and_outside_mask": the metric needs pixels on both sides of the mask (a ratio).
+Region = Literal["whole", "outside_mask", "inside_mask", "inside_and_outside_mask"]
 
 # Default place of a metric in `MetricsConfig.names` and printed tables: metrics sort by
 # (order, module name, registration order). The five shipped modules use 10..50 (clip_iqa,
@@ -45,14 +48,20 @@ class Reference(str, Enum):
     SOURCE = "source"  # the case's (first) input image
     BASELINE = "baseline"  # the baseline variant's output for the same case and seed (compression fidelity)
     TEXT = "text"  # the case's target caption
+    EXPECTED_TEXT = "expected_text"  # the text the output must show (text cases), read by OCR
 
 
 @dataclass(frozen=True)
 class MetricResult:
-    """One metric's value for one output; ``value is None`` comes with the ``reason``."""
+    """One metric's value for one output; ``value is None`` comes with the ``reason``.
+
+    ``detail`` is optional JSON-ready context for the value (what OCR recognised), kept in the
+    record under ``metric_details``; ``None`` for most metrics.
+    """
 
     value: float | None
     reason: str | None = None
+    detail: dict[str, Any] | None = None
 
 
 class Metric(ABC):
@@ -64,7 +73,8 @@ class Metric(ABC):
     ``direction``      ``"higher"`` or ``"lower"`` is better (the gate and the report read it)
     ``range``          ``(lo, hi)``; ``math.inf`` for an open end (JSON: see :func:`to_json_value`)
     ``reference``      what the output is compared against (:class:`Reference`)
-    ``region``         ``"whole"`` image or only the pixels ``"outside_mask"``
+    ``region``         ``"whole"`` image, only the pixels ``"outside_mask"`` or ``"inside_mask"``, or
+                       ``"inside_and_outside_mask"`` (compares the two sides)
     ``unit``           ``"dB"`` or None for a unitless score
     ``label``          a short human name for tables
     ``convention``     how the value is computed where implementations disagree (SSIM's borders):
@@ -128,11 +138,13 @@ class Metric(ABC):
         if len(values) != len(todo):
             raise RuntimeError(f"metric {self.name!r} returned {len(values)} values for {len(todo)} inputs")
         computed = iter(values)
-        return [MetricResult(None, reason) if reason else MetricResult(float(next(computed))) for reason in reasons]
+        return [MetricResult(None, reason) if reason else _as_result(next(computed)) for reason in reasons]
 
     @abstractmethod
-    def compute(self, batch: Sequence[Prepared]) -> list[float]:
-        """Values for inputs whose reference is present, in order (PSNR may be ``inf``)."""
+    def compute(self, batch: Sequence[Prepared]) -> Sequence[float | MetricResult]:
+        """Values for inputs whose reference is present, in order (PSNR may be ``inf``); a
+        :class:`MetricResult` where the value carries a ``detail`` or is ``None`` for a reason
+        found only while computing."""
 
     @property
     def backbone(self) -> str | None:
@@ -165,6 +177,10 @@ def size_groups(
     for index, item in enumerate(batch):
         by_size.setdefault(size_of(item), []).append(index)
     return [idx[i : i + max_batch] for idx in by_size.values() for i in range(0, len(idx), max_batch)]
+
+
+def _as_result(value: float | MetricResult) -> MetricResult:
+    return value if isinstance(value, MetricResult) else MetricResult(float(value))
 
 
 def library_version(distribution: str) -> str | None:

@@ -1,11 +1,12 @@
 """``qie-bench score``: score one output image with the harness's metrics, outside any run.
 
     qie-bench score --source S.png --output O.png [--reference R.png] [--mask M.png]
-                    [--caption TEXT] [--metrics ssim,psnr,...] [--weights real|random]
+                    [--caption TEXT] [--expected-text TEXT] [--metrics ssim,psnr,...] [--weights real|random]
                     [--weights-dir DIR] [--device cpu] [--json]
 
 ``--reference`` is the baseline variant's output (for the ``*_vs_baseline`` metrics); ``--mask``
-a PNG the size of the source, white where the edit may change pixels. Metrics whose reference is
+a PNG the size of the source, white where the edit may change pixels; ``--expected-text`` the text
+the output must show (``text_accuracy``, ``text_found``, read by OCR). Metrics whose reference is
 not given print as ``-`` with the reason. Without ``--metrics``, a metric whose real weights are
 missing (CLIP, AlexNet) is skipped and listed, with why and how to get the files, while every
 other metric is computed; a metric named in ``--metrics`` whose weights are missing is an error.
@@ -39,6 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--reference", metavar="R.png", help="the baseline variant's output (same case and seed)")
     parser.add_argument("--mask", metavar="M.png", help="mask PNG at the source's size: white = may change")
     parser.add_argument("--caption", metavar="TEXT", help="target caption, for clip_score")
+    parser.add_argument("--expected-text", metavar="TEXT",
+                        help="the text the output must show, for text_accuracy and text_found (OCR)")
     parser.add_argument("--metrics", metavar="A,B,...",
                         help="comma-separated metric names (default: all whose weights are available)")
     parser.add_argument("--weights", choices=("real", "random"), default="real",
@@ -83,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
         baseline_output=load_image(args.reference) if args.reference else None,
         mask=load_mask(args.mask, source.size) if args.mask else None,
         caption=args.caption,
+        expected_text=args.expected_text,
     )
     from .scorer import Scorer
 
@@ -95,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
             "scores": {name: result.value for name, result in results.items()},
             "reasons": {name: result.reason for name, result in results.items() if result.reason},
             "skipped": scorer.skipped,
+            "details": {name: result.detail for name, result in results.items() if result.detail is not None},
             "notes": notes,
             "metrics": described,
         }
@@ -127,7 +132,8 @@ def format_table(
     rows = []
     for name, result in results.items():
         info = described.get(name) or REGISTRY.get(name).declaration()
-        reference = info["reference"] + (" (outside mask)" if info["region"] == "outside_mask" else "")
+        region = info["region"]
+        reference = info["reference"] + ("" if region == "whole" else f" ({region.replace('_', ' ')})")
         backbone = info.get("backbone") or "-"
         note = "skipped: real weights not found (see below)" if name in skipped else (result.reason or "")
         rows.append((name, format_value(result.value), info["direction"], reference, backbone, note))
@@ -145,6 +151,11 @@ def format_table(
         lines.append(f"skipped {len(skipped)} metric{'s' if len(skipped) != 1 else ''} (name them with --metrics "
                      "to make missing weights an error):")
         lines += [f"  {name}: {reason}" for name, reason in skipped.items()]
+    details: dict[str, list[str]] = {}  # one line per distinct detail (metrics may share one)
+    for name, result in results.items():
+        if getattr(result, "detail", None) is not None:
+            details.setdefault(json.dumps(result.detail, ensure_ascii=False), []).append(name)
+    lines += [f"detail ({', '.join(names)}): {text}" for text, names in details.items()]
     return "\n".join(lines)
 
 

@@ -31,6 +31,7 @@ class ScoreInputs:
     ``mask`` is a bool ``H x W`` array in *source* pixel coordinates, ``True`` where the edit may
     change pixels; ``None`` when the case has no mask (then the ``*_outside_mask`` metrics are
     ``None``). ``baseline_output`` is the baseline variant's output for the same case and seed.
+    ``expected_text`` is the text the output must show (a text case's ``expected_text``).
     """
 
     output: Image.Image
@@ -38,6 +39,7 @@ class ScoreInputs:
     baseline_output: Image.Image | None = None
     mask: np.ndarray | None = None
     caption: str | None = None
+    expected_text: str | None = None
 
 
 class Prepared:
@@ -125,9 +127,14 @@ class Prepared:
             return "no baseline output to compare with"
         if reference is Reference.TEXT and not (self.inputs.caption or "").strip():
             return "no target caption"
-        if region == "outside_mask":
-            if self.mask is None:
-                return "case has no mask"
-            if self.mask.all():
-                return "mask covers the whole image: no pixel outside it"
+        if reference is Reference.EXPECTED_TEXT and not (self.inputs.expected_text or "").strip():
+            return "case has no expected text"
+        if region == "whole":
+            return None
+        if self.mask is None:
+            return "case has no mask"
+        if region in ("outside_mask", "inside_and_outside_mask") and self.mask.all():
+            return "mask covers the whole image: no pixel outside it"
+        if region in ("inside_mask", "inside_and_outside_mask") and not self.mask.any():
+            return "mask is empty: no pixel inside it"
         return None

@@ -88,6 +88,13 @@ class Scorer:
         results, notes = self._run([inputs])
         return results[0], notes[0]
 
+    def score_with_details(self, inputs: ScoreInputs) -> tuple[dict[str, float | None], dict[str, dict[str, Any]]]:
+        """``(values, details)`` for one output: a record's ``metrics`` and ``metric_details``
+        (the latter only for metrics that give a detail, e.g. the text OCR recognised)."""
+        results = self.score_many_detailed([inputs])[0]
+        return ({name: r.value for name, r in results.items()},
+                {name: r.detail for name, r in results.items() if r.detail is not None})
+
     def score_many_detailed(self, batch: Sequence[ScoreInputs]) -> list[dict[str, MetricResult]]:
         """Like :meth:`score_many`, keeping each value's :class:`MetricResult` (value + reason)."""
         return self._run(batch)[0]

@@ -234,7 +234,9 @@ def main(spec_path: str) -> int:
                 atomic_write_bytes(out_dir / rel, png)
                 record["output_path"] = str(rel)
                 if scorer is not None:
-                    record["metrics"] = _score(scorer, case, images, result.image, out_dir, baseline, variant_name)
+                    record["metrics"], details = _score(scorer, case, images, result.image, out_dir, baseline, variant_name)
+                    if details:  # e.g. the text OCR recognised
+                        record["metric_details"] = details
         except Exception as err:
             oom = is_oom(err)
             record.update(status="OOM" if oom else "ERROR", error=f"{type(err).__name__}: {str(err)[:2000]}",
@@ -276,7 +278,8 @@ def _make_scorer(suite: Any) -> Any:
     return Scorer(cfg)
 
 
-def _score(scorer: Any, case: Any, images: list, output: Any, out_dir: Path, baseline: str | None, variant: str) -> dict:
+def _score(scorer: Any, case: Any, images: list, output: Any, out_dir: Path, baseline: str | None,
+           variant: str) -> tuple[dict, dict]:
     from PIL import Image
 
     from ..metrics.scorer import ScoreInputs
@@ -288,8 +291,8 @@ def _score(scorer: Any, case: Any, images: list, output: Any, out_dir: Path, bas
             with Image.open(path) as im:
                 baseline_output = im.convert("RGB")
     inputs = ScoreInputs(output=output, source=images[0], baseline_output=baseline_output,
-                         mask=case.load_mask(), caption=case.target_caption)
-    return scorer.score(inputs)
+                         mask=case.load_mask(), caption=case.target_caption, expected_text=case.expected_text)
+    return scorer.score_with_details(inputs)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,10 @@ same thing — same processor calls, same features, same formula — reading ``p
 present (and accepting a plain tensor from transformers 4). The tests check equality with
 torchmetrics' ``CLIPScore`` given the same model behind a small adapter.
 
+A caption in Chinese (or Japanese/Korean script) is not scored: CLIP's text encoder was trained
+on English, so its score would be noise. Such a case gives ``None`` with the reason "target
+caption is not English"; a case set may still carry one (a team's own set).
+
 One deliberate difference: a caption longer than the model's 77 tokens is truncated by the
 tokenizer (``truncation=True``), which keeps the end-of-text token the text tower pools at.
 torchmetrics instead cuts ``input_ids`` after tokenizing, dropping that token.
@@ -27,6 +31,8 @@ real CLIP BPE tokenizer and processor.
 """
 
 from __future__ import annotations
+
+import re
 
 import gzip
 import importlib.util
@@ -53,6 +59,8 @@ if TYPE_CHECKING:
     from ..prepared import Prepared
 
 MAX_BATCH = 16
+# CJK ideographs, kana and hangul: a caption with any of them is not English.
+_NOT_ENGLISH = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
 
 CLIP_SCORE_REPO = "openai/clip-vit-large-patch14"
 
@@ -239,6 +247,11 @@ class CLIPScore(Metric):
     function = "transformers CLIPModel.get_image_features/get_text_features + torchmetrics CLIPScore formula"
     model = CLIP_VIT_L14
     settings = {"formula": "max(100 * cos(E_image, E_text), 0)", "caption_tokens": "truncated to 77, EOS kept"}
+
+    def unavailable(self, item: Prepared) -> str | None:
+        if _NOT_ENGLISH.search(item.inputs.caption or ""):
+            return "target caption is not English (CLIP's text encoder reads English only)"
+        return super().unavailable(item)
 
     def compute(self, batch: Sequence[Prepared]) -> list[float]:
         model, processor = self.loaded.model
