@@ -9,8 +9,9 @@ a test sets (and may change between calls); `calls` counts the calls of each fun
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any
 
 import pynvml
 

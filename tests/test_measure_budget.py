@@ -11,7 +11,11 @@ import torch
 from fake_nvml import FakeNvml, MiB
 
 from qie_bench.runner import device_limits
-from qie_bench.runner.device_limits import ContextUnmeasurable, apply_memory_budget, measure_context
+from qie_bench.runner.device_limits import (
+    ContextUnmeasurable,
+    apply_memory_budget,
+    measure_context,
+)
 from qie_bench.runner.nvml import Nvml
 
 CUDA = torch.device("cuda", 0)
