@@ -7,6 +7,10 @@ measured through NVML right after CUDA starts: an 8 GiB budget then means 8 GiB 
 memory, as on an 8 GiB card (less whatever the driver keeps there). The NVML figures recorded
 per case check it.
 
+Where NVML has no per-process figure (inside many containers), the context is the device's used
+memory after CUDA started minus before (`measure_context`); where neither can be had the budget
+is refused, never applied with a context of 0.
+
 The driver's own reservation is not in the budget: NVML's device figure runs a constant ~480 MiB
 above process memory on an H100 (nvidia-smi's memory.reserved; measured over 49 records, 489 MiB
 in every one without offload). A real 8 GiB card loses a few hundred MiB the same way, so to
@@ -33,6 +37,35 @@ def start_cuda(device: torch.device) -> None:
     torch.cuda.synchronize(device)
 
 
+class ContextUnmeasurable(RuntimeError):
+    """The CUDA context's size cannot be known, so a budget cannot be applied honestly."""
+
+
+def measure_context(device: torch.device, nvml: Nvml) -> tuple[int, str]:
+    """The memory this process holds on the GPU outside the torch allocator (CUDA context,
+    libraries' own memory), and how it was measured:
+
+    - "nvml-process": NVML's per-process figure minus what the allocator reserved;
+    - "nvml-device-delta": where NVML has no per-process figure (common in containers), the
+      device's used memory now minus before this process created its context, minus reserved
+      (another process changing its memory in between would move it: the GPU state records
+      other processes).
+
+    Raises ContextUnmeasurable where neither can be had: never 0 for unknown."""
+    reserved = torch.cuda.memory_reserved(device)
+    used = nvml.process_used(os.getpid())
+    if used is not None:
+        return used - reserved, "nvml-process"
+    now = nvml.device_used()
+    if now is not None and nvml.used_before_context is not None:
+        return now - nvml.used_before_context - reserved, "nvml-device-delta"
+    why = ("NVML is unavailable" if not nvml.available else
+           "NVML gives no per-process figure and the CUDA context existed before the device baseline")
+    raise ContextUnmeasurable(
+        f"measurement.memory_budget: cannot measure the CUDA context ({why}), so the budget cannot "
+        "be applied; run without memory_budget, or where NVML reports per-process memory")
+
+
 def apply_memory_budget(device: torch.device, budget_bytes: int, nvml: Nvml) -> dict[str, Any]:
     """Cap the allocator so context + allocator stay within `budget_bytes`. Call before the
     model is built (so loading itself is capped, as on a small card)."""
@@ -40,16 +73,15 @@ def apply_memory_budget(device: torch.device, budget_bytes: int, nvml: Nvml) -> 
         raise RuntimeError("measurement.memory_budget needs a CUDA device (it caps the torch allocator)")
     start_cuda(device)
     total = torch.cuda.get_device_properties(device).total_memory
-    used = nvml.process_used(os.getpid())
     reserved = torch.cuda.memory_reserved(device)
-    context = (used - reserved) if used is not None else 0
+    context, measured_by = measure_context(device, nvml)
     # The allocator may hold at most budget - context (what is already reserved counts), less
     # an allowance for kernels CUDA loads lazily later (measured: the context grows by ~60 MiB
     # over the first full-size edit), which on a real card would come out of the same memory.
     cap = max(0, budget_bytes - context - LAZY_KERNEL_ALLOWANCE_BYTES)
     torch.cuda.set_per_process_memory_fraction(min(1.0, cap / total), device)
     return {"memory_budget_bytes": budget_bytes, "device_total_bytes": total, "context_at_cap_bytes": context,
-            "allocator_cap_bytes": cap, "reserved_at_cap_bytes": reserved}
+            "context_measured_by": measured_by, "allocator_cap_bytes": cap, "reserved_at_cap_bytes": reserved}
 
 
 def apply_offload(pipe: Any, mode: str, device: torch.device) -> dict[str, Any]:

@@ -14,17 +14,45 @@ from PIL import Image
 
 from ..models import LoadedModel
 from ..suite import GenerationConfig
+from .energy import EnergyWindow
+from .gpu_state import GpuActivity
 from .memory import MemoryPeaks, MemorySampler, Nvml
 
-# What counts as running out of memory. torch raises OutOfMemoryError for CUDA; the CPU
-# allocator raises a RuntimeError with one of these phrases, or Python a MemoryError.
-_CPU_OOM_PHRASES = ("can't allocate memory", "not enough memory", "DefaultCPUAllocator")
+# What counts as running out of memory. torch raises OutOfMemoryError for the CUDA caching
+# allocator; CUDA itself (a kernel's or a library's own allocation) and its libraries report it
+# in a RuntimeError's message; the CPU allocator raises a RuntimeError with one of its phrases,
+# or Python a MemoryError.
+_OOM_PHRASES = (
+    "CUDA error: out of memory",  # cudaErrorMemoryAllocation raised through C10_CUDA_CHECK
+    "CUDA out of memory",  # older torch's allocator message, kept where it comes as a RuntimeError
+    "CUBLAS_STATUS_ALLOC_FAILED",  # cuBLAS could not allocate its workspace or handle
+    "CUDNN_STATUS_ALLOC_FAILED",
+    "can't allocate memory",
+    "not enough memory",
+    "DefaultCPUAllocator",
+)
+
+
+def oom_evidence(err: BaseException) -> str | None:
+    """Why `err` counts as running out of memory (the type, or the phrase its message holds,
+    also in the exceptions it was raised from), or None when it does not."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, (torch.OutOfMemoryError, MemoryError)):
+            return f"exception type {type(current).__name__}"
+        if isinstance(current, RuntimeError):
+            text = str(current)
+            phrase = next((p for p in _OOM_PHRASES if p in text), None)
+            if phrase is not None:
+                return f"{type(current).__name__} message contains '{phrase}'"
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def is_oom(err: BaseException) -> bool:
-    if isinstance(err, (torch.OutOfMemoryError, MemoryError)):
-        return True
-    return isinstance(err, RuntimeError) and any(p in str(err) for p in _CPU_OOM_PHRASES)
+    return oom_evidence(err) is not None
 
 
 @dataclass
@@ -58,6 +86,8 @@ class EditResult:
     output_constant: bool
     width: int
     height: int
+    energy: EnergyWindow
+    activity: GpuActivity
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -121,14 +151,20 @@ def run_edit(
         output_type="np",
         callback_on_step_end=step_callback,
     )
+    # Each edit's peaks are its own: what earlier edits left in the allocator's cache goes first
+    # (outside the timed window), then the sampler resets the peak counters.
+    release_cache(device)
     try:
         with MemorySampler(nvml, device, nvml_period_s) as sampler, loaded.call_context(), torch.inference_mode():
             progress.memory = sampler.peaks
             _sync(device)
+            # The energy counter is read beside the timer, outside the window it times.
+            e0 = nvml.energy_mj()
             t0 = time.perf_counter()
             out = pipe(**kwargs).images
             _sync(device)
             t1 = time.perf_counter()
+            e1 = nvml.energy_mj()
     finally:
         for hook in hooks:
             hook.remove()
@@ -149,7 +185,19 @@ def run_edit(
         output_constant=constant,
         width=image.width,
         height=image.height,
+        energy=EnergyWindow(e0, e1, t0, t1, nvml.energy_unavailable),
+        activity=sampler.activity,
     )
+
+
+def release_cache(device: torch.device) -> None:
+    """Before each edit: drop unreferenced tensors and return the allocator's cached blocks, so
+    that the edit's reserved and NVML peaks do not carry what earlier (larger) edits cached.
+    cuBLAS workspaces stay: they are allocated memory, held alike in every edit after the first
+    matrix product (warm-up), and freeing them would put their allocation inside the timed edit."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def release_memory(device: torch.device) -> None:

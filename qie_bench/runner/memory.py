@@ -16,70 +16,14 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass
-from typing import Any
 
 import psutil
 import torch
 
+from .gpu_state import GpuActivity
+from .nvml import Nvml, own_used
 
-class Nvml:
-    """Thin handle on pynvml for the GPU this process uses; `available` is False without one."""
-
-    def __init__(self, device_index: int = 0, enabled: bool = True) -> None:
-        self.available = False
-        self.handle: Any = None
-        if not enabled:
-            return
-        try:
-            import pynvml
-
-            pynvml.nvmlInit()
-            self._nvml = pynvml
-            # CUDA_VISIBLE_DEVICES renumbers devices for torch but not for NVML.
-            visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-            if visible:
-                first = visible.split(",")[device_index].strip()
-                self.handle = (pynvml.nvmlDeviceGetHandleByUUID(first) if first.startswith("GPU-")
-                               else pynvml.nvmlDeviceGetHandleByIndex(int(first)))
-            else:
-                self.handle = pynvml.nvmlDeviceGetHandleByIndex(device_index)
-            self.available = True
-        except Exception:  # no driver, no GPU, or NVML missing: every NVML figure is absent
-            self.available = False
-
-    def device_used(self) -> int | None:
-        if not self.available:
-            return None
-        return int(self._nvml.nvmlDeviceGetMemoryInfo(self.handle).used)
-
-    def device_total(self) -> int | None:
-        if not self.available:
-            return None
-        return int(self._nvml.nvmlDeviceGetMemoryInfo(self.handle).total)
-
-    def process_used(self, pid: int) -> int | None:
-        """This process's GPU memory per NVML, or None where the driver does not say."""
-        if not self.available:
-            return None
-        try:
-            procs = self._nvml.nvmlDeviceGetComputeRunningProcesses(self.handle)
-        except Exception:
-            return None
-        for p in procs:
-            if p.pid == pid and p.usedGpuMemory is not None:
-                return int(p.usedGpuMemory)
-        return None
-
-    def describe(self) -> dict[str, Any]:
-        if not self.available:
-            return {}
-        n = self._nvml
-        name = n.nvmlDeviceGetName(self.handle)
-        return {
-            "gpu_name": name.decode() if isinstance(name, bytes) else name,
-            "gpu_memory_bytes": self.device_total(),
-            "driver": n.nvmlSystemGetDriverVersion(),
-        }
+__all__ = ["MemoryPeaks", "MemorySampler", "Nvml"]
 
 
 @dataclass
@@ -100,6 +44,8 @@ class MemorySampler:
     def __init__(self, nvml: Nvml, device: torch.device, period_s: float) -> None:
         self.nvml, self.device, self.period_s = nvml, device, period_s
         self.peaks = MemoryPeaks()
+        # Throttling and other processes seen while measuring: read in the same samples.
+        self.activity = GpuActivity(unavailable=nvml.unavailable_reason)
         self._stop = threading.Event()
         self._proc = psutil.Process()
         self._pid = os.getpid()
@@ -110,8 +56,10 @@ class MemorySampler:
         used = self.nvml.device_used()
         if used is not None:
             p.peak_vram_bytes = max(p.peak_vram_bytes or 0, used)
+            procs = self.nvml.compute_processes()
+            self.activity.observe(self.nvml, procs, self._pid)
             if self._process_supported:
-                mine = self.nvml.process_used(self._pid)
+                mine = own_used(procs, self._pid)
                 if mine is None:
                     self._process_supported = False  # absent for the whole window, not partly
                     p.peak_vram_process_bytes = None

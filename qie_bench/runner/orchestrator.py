@@ -38,6 +38,7 @@ from ..results import (
 )
 from ..plan import Item, RunPlan, make_plan  # noqa: F401  (re-exported for callers)
 from ..suite import Suite
+from .oom_kill import OomKillCount, killed_by_oom, read_oom_kills
 from .worker import EXIT_RESTART
 
 
@@ -79,6 +80,7 @@ class _Child:
     in_flight: str | None = None
     deadline: float = 0.0
     built: dict[str, Any] | None = None
+    oom_kills_before: OomKillCount | None = None  # the cgroup's OOM-kill counter when it started
 
 
 class Orchestrator:
@@ -155,6 +157,7 @@ class Orchestrator:
         log.write(f"\n===== worker start {utc_now()} attempt {attempt}\n".encode())
         log.flush()
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        oom_kills_before = read_oom_kills()
         proc = subprocess.Popen(
             [sys.executable, "-m", "qie_bench.runner.worker", str(spec_path)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=(write_fd,), env=env,
@@ -174,7 +177,8 @@ class Orchestrator:
             events.put({"type": "eof"})
 
         threading.Thread(target=pump, daemon=True, name=f"events-{variant}").start()
-        return _Child(proc, events, log_path, spec_path, deadline=time.monotonic() + self.suite.measurement.build_timeout_s)
+        return _Child(proc, events, log_path, spec_path, deadline=time.monotonic() + self.suite.measurement.build_timeout_s,
+                      oom_kills_before=oom_kills_before)
 
     @staticmethod
     def _kill(child: _Child) -> None:
@@ -308,6 +312,10 @@ class Orchestrator:
                 self.build_info[variant] = info
                 atomic_write_json(self.out / "variants" / f"{variant}.build.json", info)
                 child.built = info
+            elif kind == "ended":  # the GPU's state at the end, energy of the timed phase: one per worker
+                path = self.out / "variants" / f"{variant}.ended.json"
+                ended = json.loads(path.read_text()) if path.exists() else []
+                atomic_write_json(path, [*ended, {**event["info"], "attempt": attempt, "ended_at": utc_now()}])
             elif kind == "start":
                 child.in_flight = event["key"]
                 item = by_key[event["key"]]
@@ -329,15 +337,18 @@ class Orchestrator:
                 if code == EXIT_RESTART and child.in_flight is None:
                     return "restart"
                 why = self._exit_description(code)
+                oom_evidence = killed_by_oom(code, child.oom_kills_before, read_oom_kills()) if child.oom_kills_before else None
                 if child.in_flight:
                     item = by_key[child.in_flight]
-                    self._record(log, run_id, item, {"status": Status.ERROR.value, "error": f"worker {why}",
+                    self._record(log, run_id, item, {"status": (Status.OOM if oom_evidence else Status.ERROR).value,
+                                                     "error": f"worker {why}", "oom_evidence": oom_evidence,
                                                      "exit_code": code, "stderr_tail": self._stderr_tail(child.log_path)},
                                  attempt, child.proc.pid)
                     finished.add(item.key)
                     return "crash"
                 if child.built is None:
-                    child.built = {"error": f"worker {why} while building: {self._stderr_tail(child.log_path, 3)}"}
+                    child.built = {"error": f"worker {why} while building: {self._stderr_tail(child.log_path, 3)}",
+                                   "oom": oom_evidence is not None, "oom_evidence": oom_evidence}
                     return "fatal"
                 return "crash"
 

@@ -101,7 +101,8 @@ def main(spec_path: str) -> int:
         from ..models import load_model, pipeline_weight_bytes, resolve_device
         from ..suite import Suite, parse_bytes
         from ..variants import VARIANTS
-        from .edit import EditProgress, device_usable, is_oom, release_memory, run_edit
+        from .edit import EditProgress, device_usable, is_oom, oom_evidence, release_memory, run_edit
+        from .gpu_state import VariantMonitor
         from ..distill.context import building_for
         from .device_limits import apply_memory_budget, apply_offload
         from .memory import Nvml
@@ -146,6 +147,7 @@ def main(spec_path: str) -> int:
         if loaded.device.type == "cuda":
             torch.cuda.synchronize(loaded.device)
         scorer = _make_scorer(suite)
+        monitor = VariantMonitor(nvml)
         built = {
             "variant": variant_name,
             "kind": entry.kind,
@@ -163,6 +165,7 @@ def main(spec_path: str) -> int:
             "metric_weights": getattr(scorer, "weights_kind", None),
             "metric_descriptions": scorer.describe() if scorer else {},
             **limits,
+            **monitor.start_info(),
         }
         events.send("built", info=built)
     except Exception as err:  # the variant cannot be built: every item of it fails alike
@@ -221,10 +224,13 @@ def main(spec_path: str) -> int:
                 output_finite=result.output_finite,
                 output_constant=result.output_constant,
                 **result.memory.as_record(),
+                **result.energy.as_record(),
+                **result.activity.as_record(),
                 # Measured after every edit, not once: CUDA loads kernels lazily, so the
                 # memory outside the allocator grows as new kernels are first used.
                 cuda_context_bytes=_cuda_context_bytes(nvml, loaded.device),
             )
+            monitor.edit_done(result.energy, result.activity)
             png = _png_bytes(result.image)
             record["output_sha256"] = "sha256:" + hashlib.sha256(png).hexdigest()
             if repeat == 0:
@@ -238,8 +244,10 @@ def main(spec_path: str) -> int:
                     if details:  # e.g. the text OCR recognised
                         record["metric_details"] = details
         except Exception as err:
-            oom = is_oom(err)
+            evidence = oom_evidence(err)
+            oom = evidence is not None
             record.update(status="OOM" if oom else "ERROR", error=f"{type(err).__name__}: {str(err)[:2000]}",
+                          oom_evidence=evidence,
                           # Kept apart from the OK records' fields: summaries never read it.
                           at_failure=progress.as_record())
             if not oom:
@@ -248,9 +256,11 @@ def main(spec_path: str) -> int:
             release_memory(loaded.device)
             events.send("record", key=key, record=record)
             if oom and not device_usable(loaded.device):
+                events.send("ended", info=monitor.end_info())
                 return EXIT_RESTART
             continue
         events.send("record", key=key, record=record)
+    events.send("ended", info=monitor.end_info())
     return 0
 
 

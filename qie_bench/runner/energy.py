@@ -1,0 +1,93 @@
+"""Energy per edit from NVML's total-energy counter (mJ since the driver loaded; Volta and newer).
+
+The counter is read right before the timer starts and right after it stops (the device already
+synchronised), so the reads sit beside the timed window, never inside it. Where the counter is
+missing (a CPU run, an old GPU, a driver that says "not supported") the energy is None with the
+reason; where it did not advance during an edit (its update period is longer than the edit) the
+per-edit figure is None too, never 0, while the raw counter difference still counts towards the
+variant's totals (`EnergyPhase`), whose sum is checked against the counter read around the whole
+timed phase.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class EnergyWindow:
+    """The counter read around one timed edit. `t_start`/`t_end` are the timer's own reads
+    (perf_counter seconds), so `seconds` is the edit's latency."""
+
+    start_mj: int | None
+    end_mj: int | None
+    t_start: float
+    t_end: float
+    reason: str | None = None  # why the counter is absent, when it is
+
+    @property
+    def seconds(self) -> float:
+        return self.t_end - self.t_start
+
+    @property
+    def delta_mj(self) -> int | None:
+        """The raw counter difference (0 allowed), or None where it cannot be had."""
+        if self.start_mj is None or self.end_mj is None or self.end_mj < self.start_mj:
+            return None
+        return self.end_mj - self.start_mj
+
+    @property
+    def unavailable(self) -> str | None:
+        if self.start_mj is None or self.end_mj is None:
+            return self.reason or "energy counter not read"
+        if self.end_mj < self.start_mj:
+            return "energy counter went backwards (driver reloaded?)"
+        if self.end_mj == self.start_mj:
+            return "energy counter did not advance during the edit (its update period is longer than the edit)"
+        return None
+
+    @property
+    def energy_j(self) -> float | None:
+        return None if self.unavailable else (self.end_mj - self.start_mj) / 1000.0  # type: ignore[operator]
+
+    @property
+    def mean_power_w(self) -> float | None:
+        energy = self.energy_j
+        return None if energy is None or self.seconds <= 0 else energy / self.seconds
+
+    def as_record(self) -> dict[str, Any]:
+        """`energy_j` (J), `mean_power_w` (W), `energy_unavailable` (why they are null)."""
+        return {"energy_j": self.energy_j, "mean_power_w": self.mean_power_w, "energy_unavailable": self.unavailable}
+
+
+@dataclass
+class EnergyPhase:
+    """A variant's timed edits together: the counter from the first timed edit's start to the
+    last one's end, beside the sum of the per-edit differences. The span also holds what runs
+    between timed edits (warm-ups of later cases, scoring, releasing the cache), so the two
+    agree only where little runs between them; `between_edits_*` states how much did."""
+
+    windows: list[EnergyWindow] = field(default_factory=list)
+
+    def add(self, window: EnergyWindow) -> None:
+        self.windows.append(window)
+
+    def as_info(self) -> dict[str, Any]:
+        w = self.windows
+        info: dict[str, Any] = {"timed_edits": len(w), "timed_edits_s": sum(x.seconds for x in w),
+                                "timed_phase_s": (w[-1].t_end - w[0].t_start) if w else None,
+                                "timed_edits_energy_j": None, "timed_phase_energy_j": None,
+                                "between_edits_energy_j": None, "energy_unavailable": None}
+        if not w:
+            info["energy_unavailable"] = "no timed edit"
+            return info
+        deltas = [x.delta_mj for x in w]
+        missing = next((x for x in w if x.delta_mj is None), None)
+        if missing is not None or w[-1].end_mj is None or w[0].start_mj is None:
+            info["energy_unavailable"] = missing.unavailable if missing is not None else "energy counter not read"
+            return info
+        edits = sum(d for d in deltas if d is not None) / 1000.0
+        phase = (w[-1].end_mj - w[0].start_mj) / 1000.0
+        info.update(timed_edits_energy_j=edits, timed_phase_energy_j=phase, between_edits_energy_j=phase - edits)
+        return info
