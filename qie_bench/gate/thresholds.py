@@ -34,21 +34,22 @@ from typing import Any
 
 from ..errors import UserInputError, did_you_mean
 from ..metrics.registry import REGISTRY
-from ..results.measures import Direction, Family, Unit, measure, measures
+from ..results.measures import MEASURES, Direction, Family, Unit, measure, measures
 
 
 # Gate keys that are measurements of the run itself (not quality metrics), by family, from the
 # one measure table. The latency keys name the record field the per-repeat raw values come from
 # and the statistic gated.
-LATENCY_KEYS: dict[str, tuple[str, str]] = {m.key: (m.field or "", m.statistic or "") for m in measures(Family.LATENCY)}
+LATENCY_KEYS: dict[str, tuple[str, str]] = {m.key: (m.field or "", m.statistic or "")
+                                             for m in measures(Family.LATENCY, gateable=True)}
 MEMORY_KEYS = frozenset(m.key for m in measures(Family.MEMORY))
 STATIC_KEYS = frozenset(m.key for m in measures(Family.STATIC, gateable=True))
 RATE_KEYS = frozenset(m.key for m in measures(Family.RATE))
 # Summary keys that are not thresholds: status checks (non-finite and constant outputs, failed
 # cases) are always on, and a single build time is too noisy to gate.
 NOT_GATEABLE = frozenset({
-    "build_s", "nonfinite_outputs", "constant_outputs", "status_counts", "records", "planned", "complete",
-    "changes", "metrics", "build",
+    "nonfinite_outputs", "constant_outputs", "status_counts", "records", "planned", "complete",
+    "changes", "metrics", "build", *(m.key for m in MEASURES if not m.gateable),
 })
 
 

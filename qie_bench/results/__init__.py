@@ -24,7 +24,7 @@ from .io import (
 )
 from .measures import MEASURES, Direction, Family, Measure, Unit, measure, measures
 from .records import ATTEMPTED, Record, Status, item_key, latest_by_key, validate_records
-from .rundir import RunDir, read_builds
+from .rundir import RunDir, read_builds, read_ended
 from .summary import (
     RunSummary,
     VariantSummary,
@@ -39,6 +39,6 @@ __all__ = [
     "ATTEMPTED", "MEASURES", "RESULT_FILES", "SCHEMA_VERSION", "Direction", "Family", "Measure", "Record", "RecordLog",
     "RunDir", "RunSummary", "Status", "Unit", "VariantSummary", "atomic_write_bytes", "atomic_write_json",
     "atomic_write_text", "build_summary", "check_summary", "from_json_number", "item_key", "json_safe",
-    "latest_by_key", "load_json_file", "measure", "measures", "read_builds", "read_records", "schema_text",
+    "latest_by_key", "load_json_file", "measure", "measures", "read_builds", "read_ended", "read_records", "schema_text",
     "summarize_variant", "utc_now", "validate_records", "validate_summary",
 ]

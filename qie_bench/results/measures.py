@@ -25,11 +25,11 @@ class Direction(str, Enum):
 class Family(str, Enum):
     """How a figure is measured, which decides how the gate compares it."""
 
-    LATENCY = "latency"  # repeated timings: threshold AND a significance test
+    LATENCY = "latency"  # repeated per-edit figures (time, energy): threshold AND a significance test
     MEMORY = "memory"  # near-deterministic peaks: the max against the threshold
     STATIC = "static"  # one figure per variant (weights size, parameter count)
     RATE = "rate"  # OOM rate: counts, compared exactly
-    ENERGY = "energy"  # joules per edit: repeated like latency
+    DERIVED = "derived"  # computed from other figures and prices (edits per kWh, cost): shown, not gated
     QUALITY = "quality"  # image metrics: one value per case, paired per case
 
 
@@ -40,6 +40,7 @@ class Unit(str, Enum):
     COUNT = "count"
     JOULES = "J"
     WATTS = "W"
+    USD = "USD"
     NONE = ""  # a metric's own scale
 
     def format(self, value: float | None) -> str:
@@ -59,6 +60,8 @@ class Unit(str, Enum):
             return f"{value:.4g} J"
         if self is Unit.WATTS:
             return f"{value:.4g} W"
+        if self is Unit.USD:
+            return f"${value:,.4g}"
         return f"{value:.4g}"
 
     def format_change(self, absolute: float) -> str:
@@ -110,6 +113,10 @@ MEASURES: tuple[Measure, ...] = (
     _latency("latency_mean_s", "latency mean", "latency_s", "mean"),
     _latency("step_p50_s", "per step P50", "step_s", "p50"),
     _latency("step_p95_s", "per step P95", "step_s", "p95"),
+    # NVML's total-energy counter read around each timed edit (GPU only; null with a reason elsewhere)
+    Measure("energy_j", Unit.JOULES, Direction.LOWER, Family.LATENCY, "energy per edit", "energy_j", "mean"),
+    Measure("mean_power_w", Unit.WATTS, Direction.LOWER, Family.LATENCY, "mean power", "mean_power_w", "mean",
+            gateable=False),
     _memory("peak_vram_bytes", "peak VRAM (NVML device)"),
     _memory("peak_vram_process_bytes", "peak VRAM (NVML process)"),
     _memory("torch_peak_allocated_bytes", "allocator peak allocated"),
@@ -120,6 +127,10 @@ MEASURES: tuple[Measure, ...] = (
     Measure("params", Unit.COUNT, Direction.LOWER, Family.STATIC, "parameters"),
     # One build per run: too noisy to gate, shown for information.
     Measure("build_s", Unit.SECONDS, Direction.LOWER, Family.STATIC, "build time", gateable=False),
+    Measure("edits_per_kwh", Unit.COUNT, Direction.HIGHER, Family.DERIVED, "edits per kWh", gateable=False),
+    # energy at the suite's $/kWh plus GPU time at its $/GPU-hour; null without prices
+    Measure("cost_per_1000_edits_usd", Unit.USD, Direction.LOWER, Family.DERIVED, "cost per 1,000 edits",
+            gateable=False),
 )
 
 _BY_KEY = {m.key: m for m in MEASURES}

@@ -41,6 +41,20 @@ def read_builds(run_dir: Path) -> dict[str, dict[str, Any]]:
     return builds
 
 
+def read_ended(run_dir: Path) -> dict[str, list[dict[str, Any]]]:
+    """`variants/<name>.ended.json`: what each worker of a variant reported when it finished (one
+    entry per worker attempt: GPU state at the end, throttling, energy of the timed phase)."""
+    ended: dict[str, list[dict[str, Any]]] = {}
+    for path in sorted((run_dir / "variants").glob("*.ended.json")):
+        try:
+            entries = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(entries, list):
+            ended[path.name.removesuffix(".ended.json")] = [e for e in entries if isinstance(e, dict)]
+    return ended
+
+
 @dataclass(frozen=True)
 class RunDir:
     """One run directory's files, validated. `summary` is None only when loaded with
@@ -98,7 +112,8 @@ class RunDir:
 
     def rebuilt_summary(self, gates: dict[str, Any] | None = None) -> dict[str, Any]:
         """summary.json as `build_summary` makes it from this directory's run.json, records and builds."""
-        return build_summary(self.run, self.records, self.builds, gates=gates, validate=False)
+        return build_summary(self.run, self.records, self.builds, ended=read_ended(self.path), gates=gates,
+                             validate=False)
 
     @property
     def planned_keys(self) -> list[str] | None:

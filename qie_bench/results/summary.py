@@ -59,9 +59,12 @@ def _values(records: Sequence[Record], m: Measure) -> list[Any]:
     return out
 
 
-def summarize_variant(records: Sequence[Record], built: Mapping[str, Any] | None) -> dict[str, Any]:
+def summarize_variant(records: Sequence[Record], built: Mapping[str, Any] | None,
+                      ended: Sequence[Mapping[str, Any]] = (), prices: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Aggregate one variant's records. Failed items are counted, never silently dropped:
-    `status_counts` and `complete` say how many of the planned items the means stand on."""
+    `status_counts` and `complete` say how many of the planned items the means stand on.
+    `ended`: what each worker reported when it finished (GPU state, energy of the timed phase);
+    `prices`: the suite's `[cost]` ($/kWh, $/GPU-hour) for the cost per 1,000 edits."""
     counts = Counter(r.status for r in records)
     ok = [r for r in records if r.ok]
     attempts = sum(counts[s] for s in ATTEMPTED)
@@ -78,6 +81,8 @@ def summarize_variant(records: Sequence[Record], built: Mapping[str, Any] | None
         build_s=built.get("build_s"),
         changes=built.get("changes", {}),
     )
+    out.update(_energy_and_cost(out, prices or {}))
+    out["gpu"] = _gpu_summary(built, ended)
     # Quality: one value per case (repeat 0; repeats of a seeded edit give the same image).
     metric_values: dict[str, list[float]] = {}
     for r in ok:
@@ -92,6 +97,43 @@ def summarize_variant(records: Sequence[Record], built: Mapping[str, Any] | None
     return out
 
 
+def _energy_and_cost(s: Mapping[str, Any], prices: Mapping[str, Any]) -> dict[str, Any]:
+    """Edits per kWh from the mean energy per edit; the cost of 1,000 edits from the suite's prices
+    (energy at $/kWh plus GPU time at $/GPU-hour; either price may be absent, both absent = null)."""
+    energy, latency = s.get("energy_j"), s.get("latency_mean_s")
+    kwh, gpu_hour = prices.get("usd_per_kwh"), prices.get("usd_per_gpu_hour")
+    cost = None
+    if (kwh is not None or gpu_hour is not None) and (energy is not None or kwh is None) and latency is not None:
+        cost = 1000 * ((energy / 3.6e6 * kwh if kwh is not None else 0.0)
+                       + (latency / 3600 * gpu_hour if gpu_hour is not None else 0.0))
+    return {"edits_per_kwh": 3.6e6 / energy if energy else None, "cost_per_1000_edits_usd": cost}
+
+
+def _gpu_summary(built: Mapping[str, Any] | None, ended: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """The GPU's state around the variant: power limit at start, throttling and other processes seen
+    while measuring, energy of the whole timed phase (to check the per-edit figures against)."""
+    start = (built or {}).get("gpu_state_at_start")
+    if start is None and not ended:
+        return None
+    seen = [e.get("throttle_reasons_seen") for e in ended if e.get("throttle_reasons_seen") is not None]
+
+    def total(key: str) -> float | None:
+        values = [e.get(key) for e in ended]
+        return sum(values) if values and all(v is not None for v in values) else None  # type: ignore[arg-type]
+
+    others = {p["pid"]: p for e in ended for p in (e.get("other_gpu_processes_seen") or [])}
+    others.update({p["pid"]: p for p in ((start or {}).get("other_processes") or [])})
+    return {
+        "power_limit_w": (start or {}).get("power_limit_w"),
+        "throttled": any(e.get("throttled") for e in ended) if ended else None,
+        "throttle_reasons_seen": sorted({r for rs in seen for r in rs}) if seen else None,
+        "edits_throttled": total("edits_throttled"),
+        "other_processes": list(others.values()),
+        "timed_edits_energy_j": total("timed_edits_energy_j"),
+        "timed_phase_energy_j": total("timed_phase_energy_j"),
+    }
+
+
 def variant_order(run: Mapping[str, Any], records: Sequence[Record]) -> list[str]:
     """Variants in plan order (the baseline first), then any that only have records."""
     planned = (run.get("plan") or {}).get("items") or []
@@ -99,6 +141,7 @@ def variant_order(run: Mapping[str, Any], records: Sequence[Record]) -> list[str
 
 
 def build_summary(run: Mapping[str, Any], records: Sequence[Record], builds: Mapping[str, Mapping[str, Any]], *,
+                  ended: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
                   gates: Mapping[str, Any] | None = None, finished_at: str | None = None,
                   validate: bool = True) -> dict[str, Any]:
     """summary.json from run.json's content, the run's records and each variant's build info.
@@ -122,7 +165,8 @@ def build_summary(run: Mapping[str, Any], records: Sequence[Record], builds: Map
                 devices.add(str(info["device"]))
             if info.get("metric_weights"):
                 metric_weights.add(info["metric_weights"])
-        s = summarize_variant([r for r in records if r.variant == v], info)
+        s = summarize_variant([r for r in records if r.variant == v], info, (ended or {}).get(v, ()),
+                              suite_cfg.get("cost"))
         s["planned"] = sum(1 for k in planned_keys if k.split("/", 1)[0] == v)
         s["complete"] = s["records"] == s["planned"] and s["status_counts"]["OK"] == s["planned"]
         s["build"] = {k: info.get(k) for k in _BUILD_FIELDS if k in info or k != "report"} if info else None
@@ -135,6 +179,10 @@ def build_summary(run: Mapping[str, Any], records: Sequence[Record], builds: Map
     env["hardware_class"] = (f"gpu:{env.get('gpu_name')}" if device and device.startswith("cuda")
                              else f"cpu:{env.get('cpu')}")
     env["device"] = device
+    # The power limit decides the clocks a GPU can hold: runs under different limits are different
+    # set-ups (the gate refuses to compare them).
+    limits = {(b.get("gpu_state_at_start") or {}).get("power_limit_w") for b in builds.values()} - {None}
+    env["power_limit_w"] = limits.pop() if len(limits) == 1 else (None if not limits else "mixed")
     model_src = (run.get("model") or {}).get("source")
     summary = {
         "schema_version": SCHEMA_VERSION,
@@ -158,6 +206,7 @@ def build_summary(run: Mapping[str, Any], records: Sequence[Record], builds: Map
             "case_set": run.get("case_set"),
         },
         "gates": dict(gates if gates is not None else (suite_cfg.get("gates") or {})),
+        "cost": dict(suite_cfg.get("cost") or {}),
         "generation": dict(suite_cfg.get("generation") or {}),
         "measurement": dict(suite_cfg.get("measurement") or {}),
         "variants": variants,

@@ -32,6 +32,7 @@ from ..results import (
     item_key,
     load_json_file,
     read_builds,
+    read_ended,
     read_records,
     utc_now,
     validate_records,
@@ -359,6 +360,6 @@ class Orchestrator:
         records = validate_records(read_records(self.out / "cases.jsonl"), str(self.out / "cases.jsonl"))
         # The thresholds in force are the current suite's (they are policy, not part of what was
         # measured, and may have changed since a resumed run started).
-        summary = build_summary(run, records, self.build_info, gates=self.suite.gates)
+        summary = build_summary(run, records, self.build_info, ended=read_ended(self.out), gates=self.suite.gates)
         atomic_write_json(self.out / "summary.json", summary)
         return summary
