@@ -58,10 +58,9 @@ def run_command(args: argparse.Namespace) -> int:
     overrides = {}
     if args.vram_budget is not None:
         try:
-            parse_bytes(args.vram_budget)
+            overrides["memory_budget"] = parse_bytes(args.vram_budget)
         except ValueError as err:
             raise UserInputError("--vram-budget", str(err)) from None
-        overrides["memory_budget"] = args.vram_budget
     if args.offload is not None:
         overrides["offload"] = args.offload
     size_overrides = {}

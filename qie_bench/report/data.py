@@ -20,6 +20,7 @@ from typing import Any
 
 from ..errors import UserInputError
 from ..results import from_json_number, load_json_file, read_records
+from ..suite import parse_bytes, size_text
 from . import floors as F
 from .gpus import GPUS, Gpu, match_gpu
 
@@ -126,9 +127,11 @@ class Run:
         return list(self.summary["variants"])
 
     @property
-    def memory_budget(self) -> str | None:
-        """The emulated card size (`--vram-budget`), or None for the whole device."""
-        return (self.summary.get("measurement") or {}).get("memory_budget")
+    def memory_budget(self) -> int | None:
+        """The emulated card size in bytes (`--vram-budget`), or None for the whole device.
+        Runs before budgets were validated to integers recorded the text ('8GiB')."""
+        budget = (self.summary.get("measurement") or {}).get("memory_budget")
+        return parse_bytes(budget) if isinstance(budget, str) else budget
 
     @property
     def offload(self) -> str:
@@ -137,7 +140,7 @@ class Run:
     @property
     def settings_label(self) -> str:
         """What a reader needs to tell apart runs of one GPU: budget and offload mode."""
-        parts = [f"{self.memory_budget} budget"] if self.memory_budget else []
+        parts = [f"{size_text(self.memory_budget)} budget"] if self.memory_budget else []
         if self.offload != "none":
             parts.append(f"{self.offload} offload")
         return " · ".join(parts)

@@ -101,7 +101,7 @@ def main(spec_path: str) -> int:
 
         from ..cases import load_case_set
         from ..models import load_model, pipeline_weight_bytes, resolve_device
-        from ..suite import load_suite, parse_bytes
+        from ..suite import load_suite
         from ..variants import VARIANTS
         from .edit import EditProgress, device_usable, is_oom, release_memory, run_edit
         from ..distill.context import building_for
@@ -133,7 +133,7 @@ def main(spec_path: str) -> int:
         # them only the running footprint, after building, is capped.
         cap_build = suite.model.source == "pretrained" and m.offload == "none"
         if m.memory_budget and cap_build:
-            limits.update(apply_memory_budget(device, parse_bytes(m.memory_budget), nvml))
+            limits.update(apply_memory_budget(device, m.memory_budget, nvml))
         loaded = load_model(suite.model, variant.load_plan(suite.model.source))
         # Backward passes of a build (students, recovery) run on the calling thread: on autograd's
         # own threads they would leave a cuBLAS workspace allocated (32 MiB on Hopper) that no
@@ -148,7 +148,7 @@ def main(spec_path: str) -> int:
             limits.update(apply_offload(loaded.pipe, m.offload, device))
             release_memory(device)
         if m.memory_budget and not cap_build:
-            limits.update(apply_memory_budget(device, parse_bytes(m.memory_budget), nvml))
+            limits.update(apply_memory_budget(device, m.memory_budget, nvml))
         limits["budget_caps_build"] = bool(m.memory_budget) and cap_build
         weights = pipeline_weight_bytes(loaded.pipe)
         if loaded.device.type == "cuda":

@@ -13,11 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError
-from pydantic_core import PydanticCustomError
-
-from ..errors import UserInputError, did_you_mean
-from ..validation import describe_validation_error
+from .options import OPTIONS, VariantOptions, option_conflict
 
 DTYPES = {
     "fp32": torch.float32,
@@ -27,20 +23,6 @@ DTYPES = {
     "fp16": torch.float16,
     "float16": torch.float16,
 }
-
-
-class VariantOptions(BaseModel):
-    """Base of every variant's options; unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def option_conflict(cls: type, key: str, message: str, value: Any) -> ValidationError:
-    """A validation error located at option `key` (e.g. one only read by another `method`), so
-    the suite error names that option."""
-    return ValidationError.from_exception_data(
-        cls.__name__, [{"type": PydanticCustomError("option_conflict", "{message}", {"message": message}),
-                        "loc": (key,), "input": value}])
 
 
 @dataclass
@@ -70,7 +52,8 @@ class Variant(ABC):
 
 
 class VariantRegistry:
-    """kind -> Variant class. Rejects duplicate kinds; suggests close names for typos."""
+    """kind -> Variant class (the build side). Each kind's options class is registered in
+    `options.OPTIONS`, which validates suites without torch; this registry adds the build code."""
 
     def __init__(self) -> None:
         self._classes: dict[str, type[Variant]] = {}
@@ -78,6 +61,8 @@ class VariantRegistry:
     def register(self, cls: type[Variant]) -> type[Variant]:
         if cls.kind in self._classes:
             raise ValueError(f"variant kind '{cls.kind}' is registered twice")
+        if OPTIONS.get(cls.kind) is not cls.Options:
+            raise ValueError(f"variant kind '{cls.kind}': Options must be the class registered in options.OPTIONS")
         self._classes[cls.kind] = cls
         return cls
 
@@ -85,24 +70,15 @@ class VariantRegistry:
         return sorted(self._classes)
 
     def get(self, kind: str, where: str = "variants") -> type[Variant]:
-        try:
-            return self._classes[kind]
-        except KeyError:
-            hint = did_you_mean(kind, self._classes)
-            raise UserInputError(
-                f"{where}.kind", f"unknown variant kind '{kind}'", (hint + " " if hint else "") + f"known kinds: {', '.join(self.kinds())}"
-            ) from None
+        OPTIONS.get(kind, where)  # an unknown kind: the same error as when the suite was read
+        return self._classes[kind]
 
     def validate_entry(self, entry: Any, where: str) -> Variant:
-        cls = self.get(entry.kind, where)
-        try:
-            options = cls.Options.model_validate(entry.options)
-        except ValidationError as err:
-            key, problem, fix = describe_validation_error(err.errors()[0], cls.Options)
-            if problem == "unknown key":
-                problem = f"unknown option for kind '{entry.kind}'"
-            raise UserInputError(f"{where}.{key}", problem, fix) from None
-        return cls(entry.name, options)
+        """A suite's `[[variants]]` entry -> the variant, ready to build."""
+        options = OPTIONS.validate_entry(entry, where)
+        return self.get(entry.kind, where)(entry.name, options)
 
 
 VARIANTS = VariantRegistry()
+
+__all__ = ["DTYPES", "VARIANTS", "Variant", "VariantOptions", "VariantRegistry", "VariantReport", "option_conflict"]
