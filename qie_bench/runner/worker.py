@@ -101,7 +101,7 @@ def main(spec_path: str) -> int:
 
         from ..cases import load_case_set
         from ..models import load_model, pipeline_weight_bytes, resolve_device
-        from ..suite import load_suite
+        from ..suite import check_runnable, load_suite
         from ..variants import VARIANTS
         from .edit import EditProgress, device_usable, is_oom, release_memory, run_edit
         from ..distill.context import building_for
@@ -124,6 +124,10 @@ def main(spec_path: str) -> int:
         if faults.get("@build"):
             _trigger(faults["@build"])
         device = resolve_device(suite.model.device)
+        # Options that cannot run here fail now, before any GPU time is spent: what the settings
+        # alone decide (again: the command line may have changed the offload mode), then the device.
+        check_runnable(variant.options, device.type, suite.measurement.offload, f"variants ('{variant_name}')")
+        variant.check_device(device, suite.measurement.offload)
         nvml = Nvml(device.index or 0, enabled=device.type == "cuda")
         m = suite.measurement
         limits: dict[str, Any] = {"offload": m.offload}
@@ -163,7 +167,8 @@ def main(spec_path: str) -> int:
             "params": sum(c["params"] for c in weights.values()),
             "components": weights,
             "changes": report.changes,
-            "generation_overrides": report.generation_overrides,
+            "generation_overrides": report.generation_overrides.as_update(),
+            "report": report.model_copy(update={"offload": m.offload}).model_dump(mode="json"),
             "device": str(loaded.device),
             "model_identity": loaded.identity,
             "weights_description": loaded.weights_description,
@@ -183,8 +188,8 @@ def main(spec_path: str) -> int:
         return 1
 
     gen = suite.generation
-    if report.generation_overrides:
-        gen = gen.model_copy(update=report.generation_overrides)
+    if report.generation_overrides.as_update():
+        gen = gen.model_copy(update=report.generation_overrides.as_update())
     if entry.generation is not None:  # the suite's own per-variant settings win
         gen = gen.model_copy(update=entry.generation.as_update())
     # Warm-up edits exist to trigger lazy initialisation (kernels, workspaces), not to be timed:

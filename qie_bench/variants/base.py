@@ -9,11 +9,11 @@ are a typed, frozen pydantic model validated when the suite is read.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
-from .options import OPTIONS, VariantOptions, option_conflict
+from .options import OPTIONS, WEIGHT_COMPONENTS, VariantOptions, option_conflict
+from .report import ComponentFormat, GenerationChange, VariantReport
 
 DTYPES = {
     "fp32": torch.float32,
@@ -25,12 +25,39 @@ DTYPES = {
 }
 
 
-@dataclass
-class VariantReport:
-    """What applying a variant did, recorded in results."""
+def _dtype_name(dtype: torch.dtype) -> str:
+    return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "bf16")
 
-    changes: dict[str, Any] = field(default_factory=dict)
-    generation_overrides: dict[str, Any] = field(default_factory=dict)
+
+def base_dtype(module: torch.nn.Module) -> str:
+    """The dtype holding most of a module's plain floating-point weights (quantized layers' packed
+    weights are not floating point, or are tensor subclasses, and do not count)."""
+    from torch.utils._python_dispatch import is_traceable_wrapper_subclass
+
+    counts: dict[torch.dtype, int] = {}
+    for p in module.parameters():
+        if p.dtype in (torch.float32, torch.bfloat16, torch.float16) and not is_traceable_wrapper_subclass(p.data):
+            counts[p.dtype] = counts.get(p.dtype, 0) + p.numel()
+    return _dtype_name(max(counts, key=counts.__getitem__)) if counts else "bf16"
+
+
+def built_report(pipe: Any, changes: dict[str, Any], *, quantized: dict[str, ComponentFormat] | None = None,
+                 unmodelled_structure: str | None = None, generation: GenerationChange | None = None) -> VariantReport:
+    """The typed report of a built pipeline: each component's base dtype and transformer blocks as
+    they are now; `quantized` (component -> format with quantization, count and compute dtype)
+    from the kind that quantized them."""
+    formats: dict[str, ComponentFormat] = {}
+    for c in WEIGHT_COMPONENTS:
+        module = getattr(pipe, c, None)
+        if module is None:
+            continue
+        q = (quantized or {}).get(c)
+        base = base_dtype(module)
+        formats[c] = q.model_copy(update={"base_dtype": base}) if q is not None else ComponentFormat(base_dtype=base)
+    blocks = getattr(getattr(pipe, "transformer", None), "transformer_blocks", None)
+    return VariantReport(formats=formats, transformer_blocks=len(blocks) if blocks is not None else None,
+                         unmodelled_structure=unmodelled_structure, generation_overrides=generation or GenerationChange(),
+                         changes=changes)
 
 
 class Variant(ABC):
@@ -47,8 +74,13 @@ class Variant(ABC):
         """A `qie_bench.models.LoadPlan` for this variant on this model source."""
 
     def apply(self, loaded: Any) -> VariantReport:
-        """Transform `loaded.pipe` in place. The default changes nothing."""
-        return VariantReport()
+        """Transform `loaded.pipe` in place and say what it built (`built_report`). The default
+        changes nothing."""
+        return built_report(loaded.pipe, {})
+
+    def check_device(self, device: torch.device, offload: str) -> None:
+        """Raise UserInputError when this variant cannot run on `device` (e.g. FP8 kernels below
+        compute capability 8.9). Called by the worker before the model is loaded."""
 
 
 class VariantRegistry:
@@ -81,4 +113,5 @@ class VariantRegistry:
 
 VARIANTS = VariantRegistry()
 
-__all__ = ["DTYPES", "VARIANTS", "Variant", "VariantOptions", "VariantRegistry", "VariantReport", "option_conflict"]
+__all__ = ["DTYPES", "VARIANTS", "ComponentFormat", "GenerationChange", "Variant", "VariantOptions", "VariantRegistry",
+           "VariantReport", "base_dtype", "built_report", "option_conflict"]

@@ -29,7 +29,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .base import VARIANTS, Variant, VariantOptions, VariantReport
+from .base import VARIANTS, ComponentFormat, GenerationChange, Variant, VariantOptions, VariantReport, built_report
 from .options import ComposeOptions
 
 
@@ -56,6 +56,8 @@ class ComposeVariant(Variant):
         overrides: dict[str, Any] = {}
         conflicts: list[dict[str, Any]] = []
         unused: list[dict[str, Any]] = []
+        quantized: dict[str, ComponentFormat] = {}
+        unmodelled: str | None = None
         for i, step in enumerate(self.steps):
             if i:
                 plan = step.load_plan(loaded.source)
@@ -64,7 +66,10 @@ class ComposeVariant(Variant):
             t0 = time.perf_counter()
             report = step.apply(loaded)
             steps.append({"kind": step.kind, "changes": report.changes, "apply_s": round(time.perf_counter() - t0, 4)})
-            for key, value in report.generation_overrides.items():
+            # A later step's quantization of a component replaces an earlier one's.
+            quantized.update({c: f for c, f in report.formats.items() if f.quantization is not None})
+            unmodelled = unmodelled or report.unmodelled_structure
+            for key, value in report.generation_overrides.as_update().items():
                 if key in overrides and overrides[key] != value:
                     conflicts.append({"key": key, "was": overrides[key], "now": value, "step": i})
                 overrides[key] = value
@@ -73,7 +78,8 @@ class ComposeVariant(Variant):
             changes["unused_load_plans"] = unused
         if conflicts:
             changes["generation_override_conflicts"] = conflicts
-        return VariantReport(changes=changes, generation_overrides=overrides)
+        return built_report(loaded.pipe, changes, quantized=quantized, unmodelled_structure=unmodelled,
+                            generation=GenerationChange(**overrides))
 
 
 def _dtypes(plan: Any) -> dict[str, str]:

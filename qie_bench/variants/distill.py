@@ -63,7 +63,7 @@ from ..distill.surgery import component_dtypes
 from ..distill.train import TrainingConfig
 from ..errors import UserInputError
 from ..models import LoadPlan, module_weight_bytes
-from .base import DTYPES, VARIANTS, Variant, VariantReport
+from .base import DTYPES, VARIANTS, GenerationChange, Variant, VariantReport, built_report
 from .options import DistillOptions, SchedulerOverrides
 
 log = logging.getLogger(__name__)
@@ -141,7 +141,7 @@ class DistilledVariant(Variant):
         changes = self._apply_lora(loaded) if self.options.method == "lora" else self._apply_student(loaded)
         changes["build_s"] = round(time.perf_counter() - t0, 3)
         changes["component_dtypes"] = component_dtypes(loaded.pipe)
-        return VariantReport(changes=changes, generation_overrides=self._overrides())
+        return built_report(loaded.pipe, changes, generation=GenerationChange(**self._overrides()))
 
     # -- lora ----------------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ the runner checks every output for non-finite and constant images and records th
 from __future__ import annotations
 
 from ..models import WEIGHT_COMPONENTS, LoadPlan
-from .base import DTYPES, VARIANTS, Variant, VariantReport
+from .base import DTYPES, VARIANTS, Variant, VariantReport, built_report
 from .options import DtypeOptions
 
 
@@ -23,4 +23,4 @@ class DtypeVariant(Variant):
 
     def apply(self, loaded) -> VariantReport:
         dtypes = {c: str(next(getattr(loaded.pipe, c).parameters()).dtype).removeprefix("torch.") for c in WEIGHT_COMPONENTS}
-        return VariantReport(changes={"component_dtypes": dtypes})
+        return built_report(loaded.pipe, {"component_dtypes": dtypes})

@@ -66,7 +66,7 @@ from ..distill.student import small_cpu_threads
 from ..distill.surgery import component_dtypes
 from ..errors import UserInputError
 from ..models import LoadPlan, module_weight_bytes
-from .base import DTYPES, VARIANTS, Variant, VariantReport
+from .base import DTYPES, VARIANTS, Variant, VariantReport, built_report
 from .options import PruneOptions
 
 log = logging.getLogger(__name__)
@@ -252,7 +252,9 @@ class PrunedVariant(Variant):
             torch.cuda.empty_cache()
         changes["prune_s"] = round(time.perf_counter() - t0, 3)
         changes["component_dtypes"] = component_dtypes(loaded.pipe)
-        return VariantReport(changes=changes)
+        unmodelled = ("width pruning changes the MLP widths, which the floor model does not follow"
+                      if self.options.method == "width" else None)
+        return built_report(loaded.pipe, changes, unmodelled_structure=unmodelled)
 
 
 # -- width pruning with torch-pruning -----------------------------------------------------------

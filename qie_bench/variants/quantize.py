@@ -63,7 +63,7 @@ from typing import Any, Literal
 
 import torch
 from ..models import LoadPlan, module_weight_bytes
-from .base import DTYPES, VARIANTS, Variant, VariantReport
+from .base import DTYPES, VARIANTS, ComponentFormat, Variant, VariantReport, built_report
 from .options import INT8_KEEP, NF4_BLOCKSIZE, NF4_KEEP, NF4_KEEP_MODULATION, Int8Options, NF4Options, QuantOptions  # noqa: F401
 
 # Name lists longer than this are recorded as patterns (digits replaced by *) with counts.
@@ -311,6 +311,11 @@ class QuantVariant(Variant):
     def _settings(self) -> dict[str, Any]:
         return {}
 
+    def _format(self) -> tuple[str, str]:
+        """(storage format, compute dtype) of the layers this kind quantizes, as the typed
+        report names them (report/floors.py PRECISIONS)."""
+        raise NotImplementedError
+
     # -- shared
     def load_plan(self, source: str) -> LoadPlan:
         if source != "pretrained":
@@ -390,7 +395,11 @@ class QuantVariant(Variant):
         unmatched = [p for p in keep if not hits.get(p)]
         if unmatched:
             changes["keep_modules_unmatched"] = unmatched
-        return VariantReport(changes=changes)
+        storage, compute = self._format()
+        quantized = {c: ComponentFormat(base_dtype="bf16", quantization=storage, quantized_params=info["quantized_params"],
+                                        compute_dtype=compute)
+                     for c, info in components.items() if info.get("quantized_params")}
+        return built_report(loaded.pipe, changes, quantized=quantized)
 
 
 def _float_dtype(module: torch.nn.Module) -> torch.dtype:
@@ -439,6 +448,10 @@ class Int8Variant(QuantVariant):
                     "activations": "cast to fp16 for the int8 matmul (bitsandbytes)"}
         return {"backend": "torchao", "scheme": "int8 weight-only (Int8WeightOnlyConfig, per-row scales)"}
 
+    def _format(self) -> tuple[str, str]:
+        # LLM.int8 multiplies in int8; torchao's weight-only int8 dequantizes into a bf16 matmul.
+        return ("int8", "int8") if self._uses_bnb() else ("int8", "bf16")
+
     def _converter(self) -> tuple[Any, Any]:
         if self._uses_bnb():
             threshold = self.options.threshold
@@ -483,6 +496,9 @@ class NF4Variant(QuantVariant):
     def _settings(self) -> dict[str, Any]:
         return {"quant_type": "nf4", "double_quant": self.options.double_quant, "compute_dtype": self.options.compute_dtype,
                 "blocksize": NF4_BLOCKSIZE}
+
+    def _format(self) -> tuple[str, str]:
+        return "nf4", self.options.compute_dtype
 
     def _converter(self) -> tuple[Any, Any]:
         dtype, dq = DTYPES[self.options.compute_dtype], self.options.double_quant
