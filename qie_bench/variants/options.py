@@ -410,3 +410,97 @@ class ComposeOptions(VariantOptions):
             if found is not None:
                 return (f"steps[{i}].{found[0]}", *found[1:])
         return None
+
+
+# --------------------------------------------------------------------------------------------
+# fp8
+
+_TORCHAO_FP8 = ("weight-only", "dynamic")
+FP8_NEEDS = "torchao's FP8 kernels need a CUDA GPU with compute capability 8.9 or higher (Ada, Hopper)"
+
+
+@OPTIONS.register("fp8")
+class Fp8Options(QuantOptions):
+    """FP8 weights, three ways: diffusers layerwise casting (FP8 storage, each layer upcast to
+    `compute_dtype` for its forward; runs anywhere), torchao weight-only (FP8 weights, bf16
+    matmuls) or torchao dynamic (FP8 weights and per-row FP8 activations, FP8 matmuls)."""
+
+    method: Literal["layerwise", "weight-only", "dynamic"] = Field(
+        description="'layerwise' = diffusers FP8 storage; 'weight-only' / 'dynamic' = torchao (CUDA, capability >= 8.9)")
+    storage: Literal["e4m3", "e5m2"] = Field("e4m3", description="FP8 storage format (method 'layerwise')")
+    compute_dtype: Literal["bf16", "fp16", "fp32"] = Field("bf16", description="dtype each layer computes in (method 'layerwise')")
+    keep_modules: tuple[str, ...] = Field(INT8_KEEP, description="fnmatch patterns of Linear layers kept in 16-bit (torchao methods)")
+
+    @classmethod
+    def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> Fp8Options:  # type: ignore[override]
+        o = super().model_validate(obj, *args, **kwargs)
+        given = o.model_fields_set
+        if o.method == "layerwise":
+            if "keep_modules" in given:
+                raise option_conflict(cls, "keep_modules", "is only read by the torchao methods; layerwise casting skips "
+                                      "the model's own patterns (positional embedding, norms)", o.keep_modules)
+        else:
+            for key in ("storage", "compute_dtype"):
+                if key in given:
+                    raise option_conflict(cls, key, "is only read when method = 'layerwise'", getattr(o, key))
+        return o
+
+    def refusal(self, device: str, offload: str) -> tuple[str, str, str] | None:
+        if self.method not in _TORCHAO_FP8:
+            return None
+        if device == "cpu":
+            return ("method", f"method = '{self.method}' cannot run on the CPU: {FP8_NEEDS}",
+                    "use method = 'layerwise' (FP8 storage, runs on a CPU) or model.device = 'cuda'")
+        if offload == "group":
+            return ("method", f"method = '{self.method}' (torchao) and measurement.offload = 'group' do not mix "
+                    "(diffusers' group offload cannot move torchao tensor subclasses)",
+                    "use offload = 'model' or 'none', or method = 'layerwise'")
+        return None
+
+
+# --------------------------------------------------------------------------------------------
+# gguf
+
+# The types the `gguf` package can write (gguf.quants.quantize; the K-quants are read-only there)
+# and diffusers' GGUF loader can read.
+GGUF_WRITABLE = ("Q8_0", "Q5_1", "Q5_0", "Q4_1", "Q4_0")
+GGUF_BLOCK = 32  # weights per block of every writable type: rows must be a multiple
+
+
+@OPTIONS.register("gguf")
+class GGUFOptions(VariantOptions):
+    """The transformer's weights in a GGUF block format, loaded through diffusers'
+    `GGUFQuantizationConfig` (`from_single_file`): quantized here from the loaded base weights
+    (`quant_type`), or read from a user's `.gguf` file (`file`)."""
+
+    quant_type: Literal["Q8_0", "Q5_1", "Q5_0", "Q4_1", "Q4_0"] | None = Field(
+        None, description="write the base weights in this type (the gguf package writes these)")
+    file: str | None = Field(None, description="a local .gguf file of the transformer (e.g. a published Q4_K_M)")
+    components: tuple[Literal["transformer"], ...] = Field(
+        ("transformer",), min_length=1, max_length=1,
+        description="only the transformer: diffusers' GGUF loader reads diffusers models, not the Qwen2.5-VL text encoder")
+    compute_dtype: Literal["bf16", "fp16", "fp32"] = Field("bf16", description="dtype the dequantized matmuls compute in")
+    keep_modules: tuple[str, ...] = Field((), description="fnmatch patterns of Linear layers kept in 16-bit (quant_type)")
+
+    @field_validator("file")
+    @classmethod
+    def _file_exists(cls, v: str | None) -> str | None:
+        if v is not None:
+            path = Path(v).expanduser()
+            if not path.is_file():
+                raise ValueError(f"GGUF file '{v}' not found (relative paths are read from {Path.cwd()})")
+            if path.suffix.lower() != ".gguf":
+                raise ValueError(f"'{v}' is not a .gguf file")
+        return v
+
+    @classmethod
+    def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> GGUFOptions:  # type: ignore[override]
+        o = super().model_validate(obj, *args, **kwargs)
+        if (o.quant_type is None) == (o.file is None):
+            raise option_conflict(cls, "quant_type", "give quant_type (quantize the base weights, one of "
+                                  f"{', '.join(GGUF_WRITABLE)}) or file (a .gguf of the transformer), not both or neither",
+                                  o.quant_type)
+        if o.file is not None and "keep_modules" in o.model_fields_set:
+            raise option_conflict(cls, "keep_modules", "is only read with quant_type (a file says itself what it quantized)",
+                                  o.keep_modules)
+        return o
