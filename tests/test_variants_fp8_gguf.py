@@ -129,3 +129,27 @@ def test_worker_refuses_torchao_fp8_on_a_cpu_before_loading() -> None:
     variant = VARIANTS.validate_entry(VariantEntry(name="f", kind="fp8", method="dynamic"), "variants ('f')")
     with pytest.raises(UserInputError, match="capability 8.9"):
         variant.check_device(torch.device("cpu"), "none")
+
+
+def test_worker_records_the_typed_report_and_floors_read_it(tmp_path: Path, write_suite) -> None:
+    import json
+
+    from qie_bench.cli import main
+    from qie_bench.report.data import build_report_data
+
+    suite = write_suite({"fp32": "fp32"}, select=["txt-price-mug"], repeats=1,
+                        extra='\n[[variants]]\nname = "q8"\nkind = "gguf"\nquant_type = "Q8_0"\ncompute_dtype = "fp32"\n')
+    run = tmp_path / "run"
+    assert main(["run", str(suite), "--out", str(run), "--no-progress"]) == 0
+    build = json.loads((run / "variants" / "q8.build.json").read_text())
+    report = VariantReport.model_validate(build["report"])
+    fmt = report.formats["transformer"]
+    assert (fmt.base_dtype, fmt.quantization, fmt.compute_dtype) == ("fp32", "q8_0", "fp32")
+    assert fmt.quantized_params == build["changes"]["quantized_params"] > 0
+    assert report.offload == "none" and report.transformer_blocks == 2
+    data = build_report_data([run])
+    col = next(c for c in data.columns if c.variant == "q8")
+    assert col.floors is not None and not col.floors.flags
+    # The weights floor counts the quantized weights at 34/32 bytes and the rest at 4.
+    t_params = build["components"]["transformer"]["params"]
+    assert col.floors.formats["transformer"].bytes(t_params) == fmt.quantized_params * 34 / 32 + (t_params - fmt.quantized_params) * 4
