@@ -101,7 +101,7 @@ def _suite(tmp_path: Path, write_suite, entry: str, extra: str = "") -> Path:
 
 @pytest.mark.parametrize("entry,extra,words", [
     ('kind = "fp8"\nmethod = "dynamic"', "", "compute capability 8.9"),
-    ('kind = "fp8"\nmethod = "weight-only"', "", "cannot run on the CPU"),
+    ('kind = "fp8"\nmethod = "dynamic"', "", "cannot run on the CPU"),
     ('kind = "compose"\nsteps = [{kind = "pruned", blocks = 1}, {kind = "fp8", method = "dynamic"}]', "", "steps[1].method"),
     ('kind = "gguf"', "", "give quant_type"),
     ('kind = "gguf"\nquant_type = "Q4_K"', "", "quant_type"),
@@ -153,3 +153,20 @@ def test_worker_records_the_typed_report_and_floors_read_it(tmp_path: Path, writ
     # The weights floor counts the quantized weights at 34/32 bytes and the rest at 4.
     t_params = build["components"]["transformer"]["params"]
     assert col.floors.formats["transformer"].bytes(t_params) == fmt.quantized_params * 34 / 32 + (t_params - fmt.quantized_params) * 4
+
+
+def test_fp8_torchao_weight_only_runs_on_a_cpu() -> None:
+    # torchao 0.18's Float8Tensor: float8_e4m3fn weights plus one fp32 scale per output row, so a
+    # Linear(in, out) holds out * in + 4 * out bytes (and its bias as loaded).
+    _v, loaded, report = build(kind="fp8", method="weight-only")
+    t = loaded.pipe.transformer
+    layers = {n: m for n, m in t.named_modules() if isinstance(m, torch.nn.Linear) and type(m.weight).__name__ == "Float8Tensor"}
+    assert layers
+    for n, m in layers.items():
+        bias = m.bias.numel() * m.bias.element_size() if m.bias is not None else 0
+        assert module_weight_bytes(m)[0] == m.out_features * m.in_features + 4 * m.out_features + bias, n
+    fmt = report.formats["transformer"]
+    assert (fmt.quantization, fmt.compute_dtype) == ("fp8", "bf16")
+    assert fmt.quantized_params == sum(m.out_features * m.in_features + (m.out_features if m.bias is not None else 0)
+                                       for m in layers.values())
+    edit_twice(loaded, GEN)

@@ -9,9 +9,10 @@
 - ``method = "dynamic"``: torchao ``Float8DynamicActivationFloat8WeightConfig`` with per-row
   scales (``PerRow``): FP8 weights and activations, FP8 matmuls.
 
-The torchao methods need a CUDA GPU of compute capability 8.9 or higher (Ada, Hopper) and do not
-mix with group offload; both are refused before anything is loaded (when the suite is read if
-it names the device, else by the worker). Layer selection and quantize-while-loading for real
+``dynamic`` needs a CUDA GPU of compute capability 8.9 or higher (Ada, Hopper; torchao 0.18
+asserts it), and neither torchao method mixes with group offload; both are refused before
+anything is loaded (when the suite is read if it names the device, else by the worker).
+``weight-only`` dequantizes into a 16-bit matmul and runs anywhere, the CPU included. Layer selection and quantize-while-loading for real
 weights are those of the int8/nf4 kinds (``quantize.py``).
 """
 
@@ -43,16 +44,16 @@ class Fp8Variant(QuantVariant):
         return self.options.method != "layerwise"
 
     def check_device(self, device: torch.device, offload: str) -> None:
-        if not self._torchao:
+        if self.options.method != "dynamic":
             return
         where = f"variants ('{self.name}').method"
         if device.type != "cuda":
             raise UserInputError(where, f"method = '{self.options.method}' cannot run on {device.type}: {FP8_NEEDS}",
-                                 "use method = 'layerwise' (runs on a CPU)")
+                                 "use method = 'weight-only' or 'layerwise'")
         major, minor = torch.cuda.get_device_capability(device)
         if (major, minor) < (8, 9):
             raise UserInputError(where, f"method = '{self.options.method}' cannot run on {torch.cuda.get_device_name(device)} "
-                                 f"(compute capability {major}.{minor}): {FP8_NEEDS}", "use method = 'layerwise'")
+                                 f"(compute capability {major}.{minor}): {FP8_NEEDS}", "use method = 'weight-only' or 'layerwise'")
 
     def load_plan(self, source: str) -> LoadPlan:
         if not self._torchao:

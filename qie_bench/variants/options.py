@@ -416,7 +416,9 @@ class ComposeOptions(VariantOptions):
 # fp8
 
 _TORCHAO_FP8 = ("weight-only", "dynamic")
-FP8_NEEDS = "torchao's FP8 kernels need a CUDA GPU with compute capability 8.9 or higher (Ada, Hopper)"
+# torchao 0.18 asserts this for the dynamic config only; weight-only FP8 dequantizes into a 16-bit
+# matmul and runs anywhere (the CPU included), slower than bf16 where no FP8 kernel is used.
+FP8_NEEDS = "FP8 x FP8 matmuls (torchao's dynamic FP8) need a CUDA GPU with compute capability 8.9 or higher (Ada, Hopper)"
 
 
 @OPTIONS.register("fp8")
@@ -426,7 +428,7 @@ class Fp8Options(QuantOptions):
     matmuls) or torchao dynamic (FP8 weights and per-row FP8 activations, FP8 matmuls)."""
 
     method: Literal["layerwise", "weight-only", "dynamic"] = Field(
-        description="'layerwise' = diffusers FP8 storage; 'weight-only' / 'dynamic' = torchao (CUDA, capability >= 8.9)")
+        description="'layerwise' = diffusers FP8 storage; 'weight-only' / 'dynamic' = torchao ('dynamic': CUDA, capability >= 8.9)")
     storage: Literal["e4m3", "e5m2"] = Field("e4m3", description="FP8 storage format (method 'layerwise')")
     compute_dtype: Literal["bf16", "fp16", "fp32"] = Field("bf16", description="dtype each layer computes in (method 'layerwise')")
     keep_modules: tuple[str, ...] = Field(INT8_KEEP, description="fnmatch patterns of Linear layers kept in 16-bit (torchao methods)")
@@ -448,9 +450,9 @@ class Fp8Options(QuantOptions):
     def refusal(self, device: str, offload: str) -> tuple[str, str, str] | None:
         if self.method not in _TORCHAO_FP8:
             return None
-        if device == "cpu":
+        if device == "cpu" and self.method == "dynamic":
             return ("method", f"method = '{self.method}' cannot run on the CPU: {FP8_NEEDS}",
-                    "use method = 'layerwise' (FP8 storage, runs on a CPU) or model.device = 'cuda'")
+                    "use method = 'weight-only' or 'layerwise' (both run on a CPU), or model.device = 'cuda'")
         if offload == "group":
             return ("method", f"method = '{self.method}' (torchao) and measurement.offload = 'group' do not mix "
                     "(diffusers' group offload cannot move torchao tensor subclasses)",
