@@ -122,3 +122,11 @@ def test_suites_validate_without_torch() -> None:
         # checks the device with torch): the metrics engineer's part of issue 13 item 4.
         pytest.xfail("the [metrics] section still imports torch (qie_bench.metrics.config)")
     assert "torch:False" in out
+
+
+def test_light_options_name_the_loader_components() -> None:
+    # variants/options.py keeps its own copy (importing models would import torch).
+    from qie_bench.models import WEIGHT_COMPONENTS
+    from qie_bench.variants.options import WEIGHT_COMPONENTS as OPTION_COMPONENTS
+
+    assert OPTION_COMPONENTS == WEIGHT_COMPONENTS
