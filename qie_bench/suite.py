@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import UserInputError, did_you_mean
 from .validation import describe_validation_error
+from .variants.options import OPTIONS, VariantOptions
 
 SUITE_SCHEMA_VERSION = 1
 
@@ -31,6 +32,16 @@ def parse_bytes(text: str) -> int:
     if not m or m.group(2).upper() not in _BYTES_UNITS:
         raise ValueError(f"'{text}' is not a size; write e.g. '12GiB', '8GB' or '512MiB'")
     return int(float(m.group(1)) * _BYTES_UNITS[m.group(2).upper()])
+
+
+def size_text(n: int) -> str:
+    """12884901888 -> '12GiB': the shortest exact form parse_bytes reads back, else bytes."""
+    exact = [(f, u) for u, f in (("GiB", 2**30), ("GB", 10**9), ("MiB", 2**20), ("MB", 10**6), ("KiB", 2**10), ("KB", 10**3))
+             if n >= f and n % f == 0]
+    if not exact:
+        return f"{n}B"
+    factor, unit = max(exact)
+    return f"{n // factor}{unit}"
 
 
 class _Section(BaseModel):
@@ -113,17 +124,18 @@ class MeasurementConfig(_Section):
     nvml_period_s: float = Field(0.01, gt=0.0, le=1.0)
     case_timeout_s: float = Field(900.0, gt=0.0)
     build_timeout_s: float = Field(3600.0, gt=0.0)
-    memory_budget: str | None = Field(None, description="emulate a smaller device, e.g. '12GiB'")
+    memory_budget: int | None = Field(None, ge=1, description="emulate a smaller device: bytes (TOML: '12GiB', '8GB' or an integer)")
     max_child_restarts: int = Field(3, ge=0, le=100)
     offload: Literal["none", "model", "sequential", "group"] = Field(
         "none", description="diffusers CPU offload: model (whole components), sequential (every submodule), group (transformer blocks)"
     )
 
-    @field_validator("memory_budget")
+    @field_validator("memory_budget", mode="before")
     @classmethod
-    def _budget(cls, v: str | None) -> str | None:
-        if v is not None:
-            parse_bytes(v)
+    def _budget(cls, v: Any) -> Any:
+        # Written as a size in TOML ('12GiB'); held as an integer number of bytes from here on.
+        if isinstance(v, str):
+            return parse_bytes(v)
         return v
 
 
@@ -260,17 +272,24 @@ def check_suite(suite: Suite, where: str = "suite") -> Suite:
 
 
 def _check_variants(suite: Suite, path: str) -> None:
-    from .variants import VARIANTS  # late import: the registry imports torch-heavy modules lazily
-
     names = [v.name for v in suite.variants]
     for i, entry in enumerate(suite.variants):
         where = f"{path}: variants[{i}] ('{entry.name}')"
         if entry.name in names[:i]:
             raise UserInputError(where + ".name", f"duplicate variant name '{entry.name}'", "give each variant its own name")
-        VARIANTS.validate_entry(entry, where)
+        check_runnable(OPTIONS.validate_entry(entry, where), suite.model.device, suite.measurement.offload, where)
     if suite.baseline_variant is not None and suite.baseline_variant not in names:
         raise UserInputError(
             f"{path}: baseline_variant",
             f"no variant named '{suite.baseline_variant}'",
             did_you_mean(suite.baseline_variant, names) or f"variants are: {', '.join(names)}",
         )
+
+
+def check_runnable(options: VariantOptions, device: str, offload: str, where: str) -> None:
+    """Refuse options that cannot run on the suite's device or with its offload mode (e.g. FP8
+    kernels on a CPU, torchao with group offload) before anything is loaded."""
+    found = options.refusal(device, offload)
+    if found is not None:
+        key, problem, fix = found
+        raise UserInputError(f"{where}.{key}", problem, fix)

@@ -153,7 +153,7 @@ def test_student_checkpoint_as_variant(distilled, suite, ctx, base):
     ch = report.changes
     assert ch["status"] == "checkpoint" and ch["student_layers"] == STUDENT and ch["teacher_layers"] == LAYERS
     assert ch["errors"]["held_out_mse_after"] < ch["errors"]["held_out_mse_before"]
-    assert report.generation_overrides == {}
+    assert report.generation_overrides.as_update() == {}
     edit_twice(loaded)
 
 
@@ -206,7 +206,7 @@ def test_train_if_missing_trains_once_then_uses_the_cache(suite, ctx, tmp_path):
     loaded, report = build(suite, ctx, **options)
     assert report.changes["status"] == "trained (cached)"
     assert loaded.pipe.transformer.config.num_layers == 1
-    assert report.generation_overrides == {"steps": 1}
+    assert report.generation_overrides.as_update() == {"steps": 1}
     again, report2 = build(suite, ctx, **options)
     assert report2.changes["status"] == "cache hit"
     a, b = loaded.pipe.transformer.state_dict(), again.pipe.transformer.state_dict()
@@ -269,7 +269,7 @@ def test_lora_changes_the_output(suite, ctx, base, tmp_path, fuse):
     gen = GenerationConfig(steps=2, true_cfg_scale=1.0, width=32, height=32)
     plain = edit_twice(base, gen)
     loaded, report = build(suite, ctx, method="lora", lora=str(lora), steps=2, fuse=fuse)
-    assert report.generation_overrides == {"steps": 2, "true_cfg_scale": 1.0}
+    assert report.generation_overrides.as_update() == {"steps": 2, "true_cfg_scale": 1.0}
     assert report.changes["lora_modules"] == 4 * LAYERS and report.changes["fused"] is fuse
     assert loaded.pipe.scheduler.config.use_dynamic_shifting is True
     assert loaded.pipe.scheduler.config.base_shift == pytest.approx(math.log(3))

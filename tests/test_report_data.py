@@ -48,8 +48,11 @@ def test_int8_backends_compute_rates() -> None:
 
 
 def test_unknown_kind_falls_back_to_bytes_per_param() -> None:
-    build = {"kind": "mystery", "components": {"transformer": {"weights_bytes": F.RELEASED_TRANSFORMER_PARAMS * 0.53}}}
-    assert weight_formats(build, RELEASED)["transformer"].base.bytes_per_param == 0.5
+    # A build record from before typed reports, of a kind that recorded no dtypes: the measured
+    # bytes per parameter (the worker records both) decide.
+    n = F.RELEASED_TRANSFORMER_PARAMS
+    build = {"kind": "mystery", "components": {"transformer": {"weights_bytes": n * 0.53, "params": n}}}
+    assert weight_formats(build, RELEASED)["transformer"].bytes(n) == n * 0.5
 
 
 def test_quantized_share_is_kept_when_projected() -> None:
@@ -120,3 +123,61 @@ def test_width_pruning_has_no_floors() -> None:
 
 def test_no_build_record_means_unknown_format() -> None:
     assert weight_formats(None, RELEASED) is None
+
+
+# -- typed variant reports (variants/report.py), as the worker records them ---------------------
+
+
+def _typed(**report) -> dict:
+    from qie_bench.variants.report import VariantReport
+
+    return {"kind": "whatever", "options": {}, "changes": {}, "report": VariantReport(**report).model_dump(mode="json")}
+
+
+def test_typed_report_formats_and_compute_rates() -> None:
+    q = 13_589_544_960
+    build = _typed(formats={"transformer": {"base_dtype": "bf16", "quantization": "nf4", "quantized_params": q, "compute_dtype": "bf16"},
+                            "text_encoder": {"base_dtype": "bf16"}, "vae": {"base_dtype": "fp32"}})
+    f = weight_formats(build, RELEASED)
+    assert f["transformer"].bytes(F.RELEASED_TRANSFORMER_PARAMS) == q * 0.5 + (F.RELEASED_TRANSFORMER_PARAMS - q) * 2
+    assert f["vae"].label == "fp32" and f["text_encoder"].quant is None
+    fp8 = weight_formats(_typed(formats={"transformer": {"base_dtype": "bf16", "quantization": "fp8", "quantized_params": 100,
+                                                          "compute_dtype": "fp8"}}), RELEASED)["transformer"]
+    layerwise = weight_formats(_typed(formats={"transformer": {"base_dtype": "bf16", "quantization": "fp8", "quantized_params": 100,
+                                                                "compute_dtype": "bf16"}}), RELEASED)["transformer"]
+    assert "fp8" in fp8.computes and layerwise.computes == ("bf16", "bf16")
+
+
+def test_gguf_block_formats_bytes() -> None:
+    # Q8_0: blocks of 32 int8 + one fp16 scale = 34 bytes; Q4_0: 16 bytes of nibbles + scale = 18.
+    f = weight_formats(_typed(formats={"transformer": {"base_dtype": "bf16", "quantization": "q4_0", "quantized_params": 3200}}),
+                       RELEASED)["transformer"]
+    assert f.bytes(3200) == 100 * 18
+    assert F.precision("q8_0").bytes_per_param * 32 == 34
+
+
+def test_distilled_student_floors_use_the_students_blocks() -> None:
+    # The smoke suite's 'distilled' variant: a 1-block student of a 2-block tiny teacher. Its
+    # weights floor must count 1 block (it was computed for the teacher's 2: "weights 3.1 MiB
+    # below its floor 3.5 MiB").
+    from qie_bench.report.data import sized_for, structure_change
+
+    for build in (_typed(transformer_blocks=1, formats={"transformer": {"base_dtype": "bf16"}}),
+                  {"kind": "distilled", "options": {"method": "student"},  # a build record from before typed reports
+                   "changes": {"method": "student", "teacher_layers": 60, "student_layers": 1,
+                               "component_dtypes": {"transformer": "bfloat16"}}}):
+        shape, why = structure_change(build, RELEASED.transformer)
+        assert why is None and shape.num_layers == 1
+        size = sized_for(RELEASED, shape)
+        per_block = F.transformer_params(RELEASED.transformer).per_block
+        assert size.params["transformer"] == F.RELEASED_TRANSFORMER_PARAMS - 59 * per_block
+
+
+def test_typed_offload_and_unmodelled_structure() -> None:
+    from qie_bench.report.data import _offload_mode, structure_change
+
+    assert _offload_mode(_typed(offload="group")) == "sequential"
+    assert _offload_mode(_typed(offload="model")) == "model"
+    assert _offload_mode(_typed(offload="none", changes={"cpu_offload_hint": "group"})) is None  # option names are not read
+    shape, why = structure_change(_typed(unmodelled_structure="width pruning changes the MLP widths"), RELEASED.transformer)
+    assert shape is None and "width" in why

@@ -323,7 +323,8 @@ def module_weight_bytes(module: torch.nn.Module) -> tuple[int, int]:
             continue
         seen.add(id(p))
         total += _tensor_bytes(p) + _quant_state_bytes(p)
-        shape = getattr(getattr(p, "quant_state", None), "shape", None)
+        # Packed weights: bitsandbytes keeps the logical shape in quant_state, GGUF in quant_shape.
+        shape = getattr(getattr(p, "quant_state", None), "shape", None) or getattr(p, "quant_shape", None)
         count += int(torch.Size(shape).numel()) if shape is not None else p.numel()
     for b in module.buffers():
         total += b.numel() * b.element_size()

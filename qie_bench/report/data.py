@@ -18,10 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from ..errors import UserInputError
 from ..metrics.registry import REGISTRY
 from ..results import Record, RunDir, from_json_number
-from ..units import fmt_bytes
+from ..suite import parse_bytes, size_text
+from ..variants.report import ComponentFormat, VariantReport
 from . import floors as F
 from .gpus import GPUS, Gpu, match_gpu
 
@@ -144,10 +147,11 @@ class Run:
         return list(self.summary["variants"])
 
     @property
-    def memory_budget(self) -> str | None:
-        """The emulated card size (`--vram-budget`), or None for the whole device."""
+    def memory_budget(self) -> int | None:
+        """The emulated card size in bytes (`--vram-budget`), or None for the whole device.
+        Runs before budgets were validated to integers recorded the text ('8GiB')."""
         budget = (self.summary.get("measurement") or {}).get("memory_budget")
-        return fmt_bytes(budget) if isinstance(budget, int) else budget
+        return parse_bytes(budget) if isinstance(budget, str) else budget
 
     @property
     def offload(self) -> str:
@@ -156,7 +160,7 @@ class Run:
     @property
     def settings_label(self) -> str:
         """What a reader needs to tell apart runs of one GPU: budget and offload mode."""
-        parts = [f"{self.memory_budget} budget"] if self.memory_budget else []
+        parts = [f"{size_text(self.memory_budget)} budget"] if self.memory_budget else []
         if self.offload != "none":
             parts.append(f"{self.offload} offload")
         return " · ".join(parts)
@@ -252,12 +256,21 @@ def model_size_for_run(run: Run) -> tuple[F.ModelSize, list[str]]:
     notes: list[str] = []
     ident = run.summary["fingerprint"]["model"]
     loaded: dict[str, int] = {}
-    for b in run.builds.values():
-        if b.get("kind") != "dtype":  # quantized layers report packed element counts
+    reports = {v: variant_report(b) for v, b in run.builds.items()}
+    most_blocks = max((r.transformer_blocks or 0 for r in reports.values() if r is not None), default=0)
+    for v, b in run.builds.items():
+        report = reports[v]
+        if report is None:
             continue
         for c, info in (b.get("components") or {}).items():
-            if isinstance(info, dict) and info.get("params"):
-                loaded[c] = max(loaded.get(c, 0), int(info["params"]))
+            fmt = report.formats.get(c)
+            # Quantized layers count packed elements; a transformer with blocks removed or
+            # narrowed is not the base model's.
+            if fmt is None or fmt.quantization is not None or not (isinstance(info, dict) and info.get("params")):
+                continue
+            if c == "transformer" and (report.unmodelled_structure or (report.transformer_blocks or 0) < most_blocks):
+                continue
+            loaded[c] = max(loaded.get(c, 0), int(info["params"]))
     if ident.get("source") == "tiny":
         from ..models.tiny import TinySizes
 
@@ -281,32 +294,33 @@ def model_size_for_run(run: Run) -> tuple[F.ModelSize, list[str]]:
     return size, notes
 
 
-def variant_steps(build: dict[str, Any] | None) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
-    """(kind, options, changes) of each transformation a variant applied: one for a plain
-    variant, one per step for a `compose` variant."""
-    build = build or {}
-    kind, options, changes = str(build.get("kind") or ""), build.get("options") or {}, build.get("changes") or {}
-    if kind == "compose" and isinstance(changes.get("steps"), list):
-        opt_steps = options.get("steps") if isinstance(options.get("steps"), list) else []
-        out = []
-        for i, step in enumerate(changes["steps"]):
-            if isinstance(step, dict):
-                opts = opt_steps[i] if i < len(opt_steps) and isinstance(opt_steps[i], dict) else {}
-                out.append((str(step.get("kind") or ""), opts, step.get("changes") or {}))
-        return out
-    return [(kind, options, changes)]
+def variant_report(build: dict[str, Any] | None) -> VariantReport | None:
+    """The typed report of what a variant built (`variants/<v>.build.json` key "report"), or
+    None without a build record. Build records written before reports were typed are migrated
+    once, here (`_legacy_report`)."""
+    if not build:
+        return None
+    if "report" in build:
+        try:
+            return VariantReport.model_validate(build["report"])
+        except ValidationError as err:
+            raise UserInputError(f"variants/{build.get('variant')}.build.json: report",
+                                 f"is not a valid variant report ({err.errors()[0]['msg']})",
+                                 "re-run the variant with this version of qie-bench") from None
+    return _legacy_report(build)
 
 
 def structure_change(build: dict[str, Any] | None, shape: F.TransformerShape) -> tuple[F.TransformerShape | None, str | None]:
-    """The transformer shape after the variant's structural changes: depth pruning keeps the
-    width and drops blocks (modelled); anything else that changes the architecture (width
-    pruning) is not modelled, and (None, why) says the floors are not computed."""
-    for kind, options, changes in variant_steps(build):
-        method = str(changes.get("method") or options.get("method") or "")
-        if kind == "pruned" and method == "depth" and changes.get("blocks_after"):
-            shape = F.TransformerShape(**{**shape.__dict__, "num_layers": int(changes["blocks_after"])})
-        elif kind == "pruned":
-            return None, f"{method or 'pruned'} pruning changes layer widths, which the floor model does not follow"
+    """The transformer shape after the variant: its recorded block count at the base's width, or
+    (None, why) when the variant changed the architecture in a way the floor model does not
+    follow (width pruning)."""
+    report = variant_report(build)
+    if report is None:
+        return shape, None
+    if report.unmodelled_structure:
+        return None, report.unmodelled_structure
+    if report.transformer_blocks and report.transformer_blocks != shape.num_layers:
+        return F.TransformerShape(**{**shape.__dict__, "num_layers": report.transformer_blocks}), None
     return shape, None
 
 
@@ -320,46 +334,78 @@ def sized_for(size: F.ModelSize, shape: F.TransformerShape) -> F.ModelSize:
 
 
 def weight_formats(build: dict[str, Any] | None, size: F.ModelSize) -> dict[str, F.WeightFormat] | None:
-    """Each component's storage format, from what the variant recorded about itself: the dtype
-    of every component, and for quantization steps the method and the count of quantized
-    weights. Otherwise the measured bytes per parameter decide. None without a build record
-    (the format is then unknown and memory floors are not checked)."""
-    if not build:
+    """Each component's storage format, as the variant recorded it: the base dtype and, for
+    quantized layers, their format, count and compute dtype. None without a build record (the
+    format is then unknown and memory floors are not checked)."""
+    report = variant_report(build)
+    if report is None:
         return None
     out: dict[str, F.WeightFormat] = {}
-    steps = variant_steps(build)
-    dtypes: dict[str, Any] = {}
-    for _, _, changes in steps:
-        dtypes.update(changes.get("component_dtypes") or {})
     for c in COMPONENTS:
-        if c in dtypes:
-            try:
-                out[c] = F.WeightFormat.of(F.precision(str(dtypes[c])))
-                continue
-            except KeyError:
-                pass
-        comp = (build.get("components") or {}).get(c) or {}
-        if comp.get("weights_bytes") and size.params.get(c):
-            out[c] = F.WeightFormat.of(F.precision_from_bytes_per_param(comp["weights_bytes"] / size.params[c]))
-        else:
+        fmt = report.formats.get(c)
+        if fmt is None:
             out[c] = F.WeightFormat.of("bf16")
-    for kind, options, changes in steps:
-        quant_components = changes.get("components") if isinstance(changes.get("components"), dict) else {}
-        if kind not in ("nf4", "int8", "fp8", "fp4", "int4"):
+        elif fmt.quantization is None:
+            out[c] = F.WeightFormat.of(fmt.base_dtype)
+        else:
+            compute = F.COMPUTE_RATES[fmt.compute_dtype] if fmt.compute_dtype else None
+            out[c] = F.WeightFormat(F.precision(fmt.base_dtype), F.precision(fmt.quantization), fmt.quantized_params, compute)
+    return out
+
+
+def _legacy_report(build: dict[str, Any]) -> VariantReport:
+    """A typed report for a build record written before reports were typed (the runs under
+    benchmarks/data): read once from what each kind recorded in `changes` then."""
+    kind, options, changes = str(build.get("kind") or ""), build.get("options") or {}, build.get("changes") or {}
+    steps = [(kind, options, changes)]
+    if kind == "compose" and isinstance(changes.get("steps"), list):
+        opt_steps = options.get("steps") if isinstance(options.get("steps"), list) else []
+        steps = [(str(st.get("kind") or ""), opt_steps[i] if i < len(opt_steps) and isinstance(opt_steps[i], dict) else {},
+                  st.get("changes") or {}) for i, st in enumerate(changes["steps"]) if isinstance(st, dict)]
+    dtypes: dict[str, Any] = {}
+    blocks: int | None = None
+    unmodelled: str | None = None
+    for k, o, ch in steps:
+        dtypes.update(ch.get("component_dtypes") or {})
+        method = str(ch.get("method") or o.get("method") or "")
+        if k == "pruned" and method == "depth" and ch.get("blocks_after"):
+            blocks = int(ch["blocks_after"])
+        elif k == "pruned":
+            unmodelled = f"{method or 'pruned'} pruning changes layer widths, which the floor model does not follow"
+        elif k == "distilled" and ch.get("student_layers"):
+            blocks = int(ch["student_layers"])
+    formats: dict[str, ComponentFormat] = {}
+    for c in COMPONENTS:
+        name = str(dtypes.get(c, "")).removeprefix("torch.")
+        base = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}.get(name)
+        if base is not None:
+            formats[c] = ComponentFormat(base_dtype=base)
             continue
-        quant = F.precision(kind)
-        compute = "bf16" if (kind == "int8" and str(options.get("backend")) == "torchao") else None
+        comp = (build.get("components") or {}).get(c) or {}
+        params = comp.get("params")
+        prec = F.precision_from_bytes_per_param(comp["weights_bytes"] / params) if comp.get("weights_bytes") and params else None
+        if prec is None or prec.name in ("fp32", "bf16", "fp16"):
+            formats[c] = ComponentFormat(base_dtype=prec.name if prec else "bf16")
+        else:
+            formats[c] = ComponentFormat(base_dtype="bf16", quantization="4bit" if prec.name == "4-bit" else prec.name,
+                                         quantized_params=None)
+    for k, o, ch in steps:
+        if k not in ("nf4", "int8"):
+            continue
+        comps = ch.get("components") if isinstance(ch.get("components"), dict) else {}
+        compute = {"nf4": str(o.get("compute_dtype") or "bf16")}.get(k) or ("bf16" if str(o.get("backend")) == "torchao" else "int8")
         for c in COMPONENTS:
-            info = quant_components.get(c)
-            if info is None and c not in (options.get("components") or ("transformer",)):
+            info = comps.get(c)
+            if info is None and c not in (o.get("components") or ("transformer",)):
                 continue
             qp = (info or {}).get("quantized_params")
-            # What is not quantized stays as loaded: the recorded dtype, else bf16 (what the
-            # quantization kinds load in); measured bytes per parameter mix the two, so not those.
-            base = out[c].base if (c in dtypes and out[c].quant is None) else F.PRECISIONS["bf16"]
-            out[c] = F.WeightFormat(base=base, quant=quant,
-                                    quantized_params=int(qp) if qp is not None else None, quant_compute=compute)
-    return out
+            base = formats[c].base_dtype if (c in dtypes and formats[c].quantization is None) else "bf16"
+            formats[c] = ComponentFormat(base_dtype=base, quantization=k, quantized_params=int(qp) if qp is not None else None,
+                                         compute_dtype=compute)
+    offload = build.get("offload") if build.get("offload") in ("none", "model", "sequential", "group") else "none"
+    overrides = {k: v for k, v in (build.get("generation_overrides") or {}).items() if k in ("steps", "true_cfg_scale")}
+    return VariantReport(formats=formats, transformer_blocks=blocks, unmodelled_structure=unmodelled, offload=offload,
+                         generation_overrides=overrides, changes=changes)
 
 
 def rescale_formats(formats: dict[str, F.WeightFormat], from_size: F.ModelSize,
@@ -488,20 +534,13 @@ def record_workload(run: Run, record: Record, size_cache: dict[str, Any]) -> F.W
     return F.edit_workload((int(width), int(height)), sizes, int(steps), bool(true_cfg), ref_area, cond_area)
 
 
-def _offload_mode(build: dict[str, Any] | None, measurement: dict[str, Any] | None = None) -> str | None:
-    """'model' or 'sequential' when the run or the variant offloads weights to the host, else None.
-
-    The runner's own offload (`measurement.offload`, recorded in summary.json and the build file)
-    comes first: 'group' and 'sequential' stream weights in pieces, 'model' moves whole components."""
-    mode = (build or {}).get("offload") or (measurement or {}).get("offload")
-    if mode and mode != "none":
-        return "model" if mode == "model" else "sequential"
-    for where in ((build or {}).get("options") or {}, (build or {}).get("changes") or {}):
-        for key, value in where.items():
-            if "offload" in str(key).lower() and value not in (None, False, "", "none", "off"):
-                text = f"{key} {value}".lower()
-                return "sequential" if ("seq" in text or "block" in text or "group" in text) else "model"
-    return None
+def _offload_mode(build: dict[str, Any] | None) -> str | None:
+    """'model' when whole components move to the host between uses, 'sequential' when weights
+    stream in pieces (sequential or group offload), None when the weights stay on the device."""
+    report = variant_report(build)
+    if report is None or report.offload == "none":
+        return None
+    return "model" if report.offload == "model" else "sequential"
 
 
 def compute_floors(col: Column, size: F.ModelSize, size_notes: list[str]) -> FloorRow | None:
@@ -537,7 +576,7 @@ def compute_floors(col: Column, size: F.ModelSize, size_notes: list[str]) -> Flo
     shown_mem = next((label for key, label in mem_keys if any(r.value(key) is not None for r in col.ok_records)),
                      mem_keys[0][1])
     t_bytes = formats["transformer"].bytes(size.params["transformer"])
-    offload = _offload_mode(col.build, col.run.summary.get("measurement"))
+    offload = _offload_mode(col.build)
     if known is None:
         notes.append("no build record (variants/<v>.build.json): storage format unknown, memory floors not checked")
         offload = "sequential"

@@ -90,7 +90,17 @@ PRECISIONS: dict[str, Precision] = {
     "fp4": Precision("fp4", 0.5, "bf16"),
     "int4": Precision("int4", 0.5, "bf16"),
     "4bit": Precision("4-bit", 0.5, "bf16"),
+    # GGUF block formats (ggml): blocks of 32 weights with one fp16 scale (Q8_0: 32 int8 = 34 bytes;
+    # Q4_0: 16 bytes of nibbles + scale = 18; Q4_1/Q5_1 add an fp16 minimum; Q5_0/Q5_1 keep the
+    # fifth bits in 4 bytes). diffusers dequantizes them to the compute dtype for the matmul.
+    "q8_0": Precision("q8_0", 34 / 32, "bf16"),
+    "q5_1": Precision("q5_1", 24 / 32, "bf16"),
+    "q5_0": Precision("q5_0", 22 / 32, "bf16"),
+    "q4_1": Precision("q4_1", 20 / 32, "bf16"),
+    "q4_0": Precision("q4_0", 18 / 32, "bf16"),
 }
+# The matmul rate of a compute dtype (Gpu.rate_tflops): fp32 matmuls may run as TF32.
+COMPUTE_RATES = {"fp32": "tf32", "bf16": "bf16", "fp16": "bf16", "fp8": "fp8", "int8": "int8"}
 _ALIASES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "half": "fp16", "float": "fp32",
             "float8_e4m3fn": "fp8", "float8_e5m2": "fp8", "float8": "fp8", "int8": "int8", "uint8": "int8",
             "llm.int8": "int8", "nf4": "nf4", "fp4": "fp4", "int4": "int4"}

@@ -319,9 +319,9 @@ def budget_fit_table(data: ReportData) -> Table | None:
     budgeted = [c for c in data.columns if c.run.memory_budget]
     if not budgeted:
         return None
-    from ..suite import parse_bytes
+    from ..suite import size_text
 
-    budgets = sorted({c.run.memory_budget for c in budgeted}, key=parse_bytes)
+    budgets = sorted({c.run.memory_budget for c in budgeted})
     variants = list(dict.fromkeys(c.variant for c in budgeted))
     rows = []
     for variant in variants:
@@ -330,12 +330,12 @@ def budget_fit_table(data: ReportData) -> Table | None:
             mine = [c for c in budgeted if c.variant == variant]
             tried = sorted((c for c in mine if c.run.memory_budget == budget), key=_lightest_first)
             # What ran under a smaller budget runs under this one too (fitting is monotone).
-            fits = sorted((c for c in mine if parse_bytes(c.run.memory_budget) <= parse_bytes(budget)
+            fits = sorted((c for c in mine if c.run.memory_budget <= budget
                            and c.records and all(r.ok for r in c.records)), key=_lightest_first)
             if fits:
                 c = fits[0]
                 peak = c.value("peak_vram_process_bytes") or c.value("peak_vram_bytes")
-                where = "" if c.run.memory_budget == budget else f" · measured at {c.run.memory_budget}"
+                where = "" if c.run.memory_budget == budget else f" · measured at {size_text(c.run.memory_budget)}"
                 row.append(Cell(f"{c.run.offload} offload" if c.run.offload != "none" else "no offload",
                                 f"{fmt_s(c.value('latency_p50_s'))} · {fmt_bytes(peak)}{where}",
                                 "good" if c.run.offload == "none" else "warn", title=c.key, numeric=False))
@@ -350,7 +350,7 @@ def budget_fit_table(data: ReportData) -> Table | None:
             else:
                 row.append(Cell("—", "not tried", "muted", numeric=False))
         rows.append(row)
-    return Table("budgets", "Memory budgets: what fits, and how", ["variant"] + [f"{b} budget" for b in budgets], rows,
+    return Table("budgets", "Memory budgets: what fits, and how", ["variant"] + [f"{size_text(b)} budget" for b in budgets], rows,
                  "Each cell is the lightest offload mode that ran every case under that budget (no offload, then "
                  "model CPU offload, then group offload of transformer blocks and text-encoder layers), with its "
                  "median latency and NVML process peak; where none did, what each mode tried produced and in which "
@@ -362,10 +362,8 @@ def budget_fit_table(data: ReportData) -> Table | None:
 def _lightest_first(col: Column) -> tuple[int, int]:
     """Lightest offload mode first; within one, the run under the largest budget (its numbers are
     the least squeezed)."""
-    from ..suite import parse_bytes
-
     mode = col.run.offload
-    return (OFFLOAD_ORDER.index(mode) if mode in OFFLOAD_ORDER else len(OFFLOAD_ORDER), -parse_bytes(col.run.memory_budget))
+    return (OFFLOAD_ORDER.index(mode) if mode in OFFLOAD_ORDER else len(OFFLOAD_ORDER), -(col.run.memory_budget or 0))
 
 
 def _failure_summary(col: Column) -> str:

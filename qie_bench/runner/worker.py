@@ -99,7 +99,7 @@ def main(spec_path: str) -> int:
 
         from ..cases import load_case_set
         from ..models import load_model, pipeline_weight_bytes, resolve_device
-        from ..suite import Suite, parse_bytes
+        from ..suite import Suite, check_runnable
         from ..variants import VARIANTS
         from .edit import EditProgress, device_usable, is_oom, oom_evidence, release_memory, run_edit
         from .gpu_state import VariantMonitor
@@ -117,6 +117,10 @@ def main(spec_path: str) -> int:
         if faults.get("@build"):
             _trigger(faults["@build"])
         device = resolve_device(suite.model.device)
+        # Options that cannot run here fail now, before any GPU time is spent: what the settings
+        # alone decide (again: the command line may have changed the offload mode), then the device.
+        check_runnable(variant.options, device.type, suite.measurement.offload, f"variants ('{variant_name}')")
+        variant.check_device(device, suite.measurement.offload)
         nvml = Nvml(device.index or 0, enabled=device.type == "cuda")
         m = suite.measurement
         limits: dict[str, Any] = {"offload": m.offload}
@@ -126,7 +130,7 @@ def main(spec_path: str) -> int:
         # them only the running footprint, after building, is capped.
         cap_build = suite.model.source == "pretrained" and m.offload == "none"
         if m.memory_budget and cap_build:
-            limits.update(apply_memory_budget(device, parse_bytes(m.memory_budget), nvml))
+            limits.update(apply_memory_budget(device, m.memory_budget, nvml))
         loaded = load_model(suite.model, variant.load_plan(suite.model.source))
         # Backward passes of a build (students, recovery) run on the calling thread: on autograd's
         # own threads they would leave a cuBLAS workspace allocated (32 MiB on Hopper) that no
@@ -141,7 +145,7 @@ def main(spec_path: str) -> int:
             limits.update(apply_offload(loaded.pipe, m.offload, device))
             release_memory(device)
         if m.memory_budget and not cap_build:
-            limits.update(apply_memory_budget(device, parse_bytes(m.memory_budget), nvml))
+            limits.update(apply_memory_budget(device, m.memory_budget, nvml))
         limits["budget_caps_build"] = bool(m.memory_budget) and cap_build
         weights = pipeline_weight_bytes(loaded.pipe)
         if loaded.device.type == "cuda":
@@ -157,7 +161,8 @@ def main(spec_path: str) -> int:
             "params": sum(c["params"] for c in weights.values()),
             "components": weights,
             "changes": report.changes,
-            "generation_overrides": report.generation_overrides,
+            "generation_overrides": report.generation_overrides.as_update(),
+            "report": report.model_copy(update={"offload": m.offload}).model_dump(mode="json"),
             "device": str(loaded.device),
             "model_identity": loaded.identity,
             "weights_description": loaded.weights_description,
@@ -178,8 +183,8 @@ def main(spec_path: str) -> int:
         return 1
 
     gen = suite.generation
-    if report.generation_overrides:
-        gen = gen.model_copy(update=report.generation_overrides)
+    if report.generation_overrides.as_update():
+        gen = gen.model_copy(update=report.generation_overrides.as_update())
     if entry.generation is not None:  # the suite's own per-variant settings win
         gen = gen.model_copy(update=entry.generation.as_update())
     # Warm-up edits exist to trigger lazy initialisation (kernels, workspaces), not to be timed:

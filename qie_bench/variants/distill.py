@@ -56,7 +56,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..distill import surgery
 from ..fingerprint import file_sha256
@@ -64,7 +63,8 @@ from ..distill.surgery import component_dtypes
 from ..distill.train import TrainingConfig
 from ..errors import UserInputError
 from ..models import LoadPlan, module_weight_bytes
-from .base import DTYPES, VARIANTS, Variant, VariantOptions, VariantReport, option_conflict
+from .base import DTYPES, VARIANTS, GenerationChange, Variant, VariantReport, built_report
+from .options import DistillOptions, SchedulerOverrides
 
 log = logging.getLogger(__name__)
 
@@ -91,104 +91,12 @@ LIGHTNING_SCHEDULER: dict[str, Any] = {
 }
 SCHEDULER_PRESETS: dict[str, dict[str, Any]] = {"lightning": LIGHTNING_SCHEDULER, "keep": {}}
 
-_LORA_ONLY = ("lora", "fuse", "lora_scale", "scheduler_preset", "scheduler")
-_STUDENT_ONLY = ("checkpoint", "train_if_missing", "student_layers", "init", "training")
-
-
-class SchedulerOverrides(BaseModel):
-    """Single `FlowMatchEulerDiscreteScheduler` settings, applied after the preset (unset = keep)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    num_train_timesteps: int | None = Field(None, ge=1)
-    shift: float | None = Field(None, gt=0.0)
-    use_dynamic_shifting: bool | None = None
-    base_shift: float | None = None
-    max_shift: float | None = None
-    base_image_seq_len: int | None = Field(None, ge=1)
-    max_image_seq_len: int | None = Field(None, ge=1)
-    invert_sigmas: bool | None = None
-    shift_terminal: float | None = Field(None, gt=0.0, lt=1.0)
-    use_karras_sigmas: bool | None = None
-    use_exponential_sigmas: bool | None = None
-    use_beta_sigmas: bool | None = None
-    time_shift_type: Literal["exponential", "linear"] | None = None
-    stochastic_sampling: bool | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.model_dump().items() if v is not None}
-
-
 def scheduler_config(base: dict[str, Any], preset: str, overrides: SchedulerOverrides) -> dict[str, Any]:
     """The scheduler config: the pipeline's, updated by the preset, then by the overrides."""
     cfg = {k: v for k, v in dict(base).items() if not k.startswith("_")}
     cfg.update(SCHEDULER_PRESETS[preset])
     cfg.update(overrides.as_dict())
     return cfg
-
-
-class DistillOptions(VariantOptions):
-    method: Literal["lora", "student"]
-    # lora
-    lora: str | None = Field(None, description="LoRA .safetensors file (or a folder holding pytorch_lora_weights.safetensors)")
-    fuse: bool = Field(True, description="merge the LoRA into the weights")
-    lora_scale: float = Field(1.0, ge=0.0, le=10.0)
-    scheduler_preset: Literal["lightning", "keep"] = Field("lightning", description="scheduler settings the LoRA was distilled with")
-    scheduler: SchedulerOverrides = Field(SchedulerOverrides(), description="single scheduler settings over the preset")
-    # student
-    checkpoint: str | None = Field(None, description="student checkpoint folder (qie-bench distill --out)")
-    train_if_missing: bool = Field(False, description="train the student while building if there is no checkpoint")
-    student_layers: int | None = Field(None, ge=1, description="blocks of a student trained here")
-    init: Literal["uniform", "score"] = Field("uniform", description="which teacher blocks the student starts from")
-    training: TrainingConfig = Field(TrainingConfig(), description="student training hyper-parameters")
-    # both
-    steps: int | None = Field(None, ge=1, le=500, description="denoising steps (required for a LoRA)")
-    true_cfg_scale: float | None = Field(None, ge=0.0, le=50.0, description="default 1.0 for a LoRA, the suite's for a student")
-    dtype: Literal["fp32", "bf16", "fp16"] = Field("bf16", description="dtype the pipeline is loaded in")
-
-    @field_validator("lora")
-    @classmethod
-    def _lora_exists(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        path = Path(v).expanduser()
-        if path.is_dir():
-            if not (path / "pytorch_lora_weights.safetensors").is_file():
-                raise ValueError(f"folder '{v}' has no pytorch_lora_weights.safetensors; name the .safetensors file")
-        elif not path.is_file():
-            raise ValueError(f"LoRA file '{v}' not found (relative paths are read from {Path.cwd()})")
-        return v
-
-    @classmethod
-    def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> DistillOptions:  # type: ignore[override]
-        o = super().model_validate(obj, *args, **kwargs)
-        given = o.model_fields_set
-        if o.method == "lora":
-            for key in _STUDENT_ONLY:
-                if key in given:
-                    raise option_conflict(cls, key, "is only read when method = 'student'", getattr(o, key))
-            if o.lora is None:
-                raise option_conflict(cls, "lora", "method = 'lora' needs lora = the LoRA's .safetensors file", None)
-            if o.steps is None:
-                raise option_conflict(cls, "steps", "method = 'lora' needs steps = the LoRA's step count (e.g. 4 or 8)", None)
-        else:
-            for key in _LORA_ONLY:
-                if key in given:
-                    raise option_conflict(cls, key, "is only read when method = 'lora'", getattr(o, key))
-            if not o.train_if_missing:
-                for key in ("student_layers", "init", "training"):
-                    if key in given:
-                        raise option_conflict(cls, key, "is only read when train_if_missing = true", getattr(o, key))
-                if o.checkpoint is None:
-                    raise option_conflict(cls, "checkpoint", "method = 'student' needs checkpoint = DIR (from `qie-bench "
-                                    "distill`), or train_if_missing = true with student_layers", None)
-                if not Path(o.checkpoint).expanduser().is_dir():
-                    raise option_conflict(cls, "checkpoint", f"student checkpoint folder '{o.checkpoint}' not found "
-                                    f"(relative paths are read from {Path.cwd()}); make it with `qie-bench distill`, "
-                                    "or set train_if_missing = true", o.checkpoint)
-            elif o.student_layers is None:
-                raise option_conflict(cls, "student_layers", "train_if_missing = true needs student_layers = K "
-                                "(fewer than the model's blocks)", None)
-        return o
 
 
 def _where(name: str) -> str:
@@ -233,7 +141,7 @@ class DistilledVariant(Variant):
         changes = self._apply_lora(loaded) if self.options.method == "lora" else self._apply_student(loaded)
         changes["build_s"] = round(time.perf_counter() - t0, 3)
         changes["component_dtypes"] = component_dtypes(loaded.pipe)
-        return VariantReport(changes=changes, generation_overrides=self._overrides())
+        return built_report(loaded.pipe, changes, generation=GenerationChange(**self._overrides()))
 
     # -- lora ----------------------------------------------------------------------------------
 

@@ -6,20 +6,9 @@ the runner checks every output for non-finite and constant images and records th
 
 from __future__ import annotations
 
-from typing import Literal
-
-from pydantic import Field
-
 from ..models import WEIGHT_COMPONENTS, LoadPlan
-from .base import DTYPES, VARIANTS, Variant, VariantOptions, VariantReport
-
-
-class DtypeOptions(VariantOptions):
-    dtype: Literal["fp32", "float32", "bf16", "bfloat16", "fp16", "float16"]
-    components: tuple[Literal["transformer", "text_encoder", "vae"], ...] = Field(
-        WEIGHT_COMPONENTS, min_length=1, description="components loaded in `dtype`"
-    )
-    others: Literal["fp32", "bf16", "fp16"] = Field("bf16", description="dtype of the components not listed")
+from .base import DTYPES, VARIANTS, Variant, VariantReport, built_report
+from .options import DtypeOptions
 
 
 @VARIANTS.register
@@ -34,4 +23,4 @@ class DtypeVariant(Variant):
 
     def apply(self, loaded) -> VariantReport:
         dtypes = {c: str(next(getattr(loaded.pipe, c).parameters()).dtype).removeprefix("torch.") for c in WEIGHT_COMPONENTS}
-        return VariantReport(changes={"component_dtypes": dtypes})
+        return built_report(loaded.pipe, {"component_dtypes": dtypes})

@@ -59,77 +59,21 @@ import warnings
 from typing import Any, Literal
 
 import torch
-from pydantic import Field
 from torch import nn
 
 from ..distill import surgery
 from ..distill.student import small_cpu_threads
 from ..distill.surgery import component_dtypes
-from ..distill.train import TrainingConfig
 from ..errors import UserInputError
 from ..models import LoadPlan, module_weight_bytes
-from .base import DTYPES, VARIANTS, Variant, VariantOptions, VariantReport, option_conflict
+from .base import DTYPES, VARIANTS, Variant, VariantReport, built_report
+from .options import PruneOptions
 
 log = logging.getLogger(__name__)
 
 ALGORITHM_VERSION = 1  # part of cache keys: bump when the score or the pruning changes
-_DEPTH_ONLY = ("blocks", "blocks_to_remove", "importance", "calibration_cases", "calibration_steps")
-_WIDTH_ONLY = ("pruning_ratio", "mlps", "round_to")
 # Above this many removed channel indices in total, `changes` records counts and a hash only.
 _MAX_LISTED_CHANNELS = 4096
-
-
-class PruneOptions(VariantOptions):
-    method: Literal["depth", "width"] = Field("depth", description="remove whole blocks, or MLP hidden channels")
-    # depth
-    blocks: int | None = Field(None, ge=1, description="number of transformer blocks to remove (depth)")
-    blocks_to_remove: tuple[int, ...] | None = Field(None, min_length=1, description="explicit block indices to remove (depth)")
-    importance: Literal["score", "uniform"] = Field("score", description="how `blocks` are chosen (depth)")
-    calibration_cases: int = Field(4, ge=1, le=1000, description="first cases of the suite used for the score (depth)")
-    calibration_steps: int | None = Field(None, ge=1, le=500, description="denoising steps of calibration runs (default: the suite's)")
-    # width
-    pruning_ratio: float | None = Field(None, gt=0.0, le=0.4, description="share of each MLP's hidden channels removed (width)")
-    mlps: tuple[Literal["img", "txt"], ...] = Field(("img", "txt"), min_length=1, description="which MLPs of each block (width)")
-    round_to: int | None = Field(None, ge=1, description="keep a multiple of this many channels (width)")
-    # both
-    dtype: Literal["fp32", "bf16", "fp16"] = Field("bf16", description="dtype the pipeline is loaded in")
-    recovery_steps: int = Field(0, ge=0, le=1_000_000, description="distillation steps from the unpruned model after pruning")
-    recovery: TrainingConfig = Field(TrainingConfig(), description="recovery hyper-parameters (steps: use recovery_steps)")
-
-    @classmethod
-    def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> PruneOptions:  # type: ignore[override]
-        opts = super().model_validate(obj, *args, **kwargs)
-        given = opts.model_fields_set
-        if opts.method == "depth":
-            for key in _WIDTH_ONLY:
-                if key in given:
-                    raise option_conflict(cls, key, "is only read when method = 'width'", getattr(opts, key))
-            if opts.blocks is None and opts.blocks_to_remove is None:
-                raise option_conflict(cls, "blocks", "method = 'depth' needs blocks = K (how many to remove) or "
-                                "blocks_to_remove = [...]", None)
-            if opts.blocks is not None and opts.blocks_to_remove is not None:
-                raise option_conflict(cls, "blocks_to_remove", "give blocks or blocks_to_remove, not both", opts.blocks_to_remove)
-            if opts.blocks_to_remove is not None:
-                if "importance" in given:
-                    raise option_conflict(cls, "importance", "is not read when blocks_to_remove names the blocks", opts.importance)
-                if any(i < 0 for i in opts.blocks_to_remove):
-                    raise option_conflict(cls, "blocks_to_remove", "block indices start at 0", opts.blocks_to_remove)
-                if len(set(opts.blocks_to_remove)) != len(opts.blocks_to_remove):
-                    raise option_conflict(cls, "blocks_to_remove", "lists a block twice", opts.blocks_to_remove)
-        else:
-            for key in _DEPTH_ONLY:
-                if key in given:
-                    raise option_conflict(cls, key, "is only read when method = 'depth'", getattr(opts, key))
-            if opts.pruning_ratio is None:
-                raise option_conflict(cls, "pruning_ratio", "method = 'width' needs pruning_ratio (0 < ratio <= 0.4)", None)
-            if len(set(opts.mlps)) != len(opts.mlps):
-                raise option_conflict(cls, "mlps", "lists an MLP twice", opts.mlps)
-        if "steps" in opts.recovery.model_fields_set:
-            raise option_conflict(cls, "recovery", "set the number of steps with recovery_steps, not recovery.steps",
-                            opts.recovery.steps)
-        if opts.recovery.model_fields_set and opts.recovery_steps == 0:
-            raise option_conflict(cls, "recovery", "is only read when recovery_steps > 0", opts.recovery.model_dump())
-        return opts
 
 
 def _transformer_bytes(transformer: nn.Module) -> dict[str, int]:
@@ -308,7 +252,9 @@ class PrunedVariant(Variant):
             torch.cuda.empty_cache()
         changes["prune_s"] = round(time.perf_counter() - t0, 3)
         changes["component_dtypes"] = component_dtypes(loaded.pipe)
-        return VariantReport(changes=changes)
+        unmodelled = ("width pruning changes the MLP widths, which the floor model does not follow"
+                      if self.options.method == "width" else None)
+        return built_report(loaded.pipe, changes, unmodelled_structure=unmodelled)
 
 
 # -- width pruning with torch-pruning -----------------------------------------------------------

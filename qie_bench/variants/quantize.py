@@ -62,23 +62,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
-from pydantic import Field, ValidationInfo, field_validator
-
 from ..models import LoadPlan, module_weight_bytes
-from .base import DTYPES, VARIANTS, Variant, VariantOptions, VariantReport
+from .base import DTYPES, VARIANTS, ComponentFormat, Variant, VariantReport, built_report
+from .options import INT8_KEEP, NF4_BLOCKSIZE, NF4_KEEP, NF4_KEEP_MODULATION, Int8Options, NF4Options, QuantOptions  # noqa: F401
 
-Component = Literal["transformer", "text_encoder", "vae"]
-
-# Modules nf4 keeps in 16-bit by default (names inside the transformer / text encoder).
-# Kept in 16-bit by default: the input/output projections and the time-text embedding (small,
-# and fully 4-bit edit models are reported to show tiled artefacts). The modulation layers
-# (`*img_mod*`, `*txt_mod*`: 120 x Linear(3072, 18432) = 6.8B of the 20.4B weights) are
-# quantized by default — keeping them in bf16 costs +9.4 GiB at full size (NF4 transformer
-# 19.3 GiB instead of 9.9 GiB). Add them to `keep_modules` to measure that trade-off.
-NF4_KEEP = ("img_in", "txt_in", "proj_out", "norm_out*", "time_text_embed*", "lm_head")
-NF4_KEEP_MODULATION = ("*img_mod*", "*txt_mod*")
-INT8_KEEP = ("lm_head",)
-NF4_BLOCKSIZE = 64
 # Name lists longer than this are recorded as patterns (digits replaced by *) with counts.
 MAX_LISTED = 40
 
@@ -90,35 +77,6 @@ def _library_version(name: str) -> str:
         return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
         return "not installed"
-
-
-class QuantOptions(VariantOptions):
-    """Options shared by the quantization kinds."""
-
-    # Declared before `components`, whose validator reads it.
-    allow_vae: bool = Field(False, description="allow 'vae' in components (refused by default)")
-    components: tuple[Component, ...] = Field(("transformer",), description="components whose Linear layers are quantized")
-    keep_modules: tuple[str, ...] = Field(NF4_KEEP, description="fnmatch patterns of module names kept in 16-bit")
-
-    @field_validator("components")
-    @classmethod
-    def _components(cls, v: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
-        if not v:
-            raise ValueError("is empty: list at least one of 'transformer', 'text_encoder'")
-        dup = [c for c, n in Counter(v).items() if n > 1]
-        if dup:
-            raise ValueError(f"lists '{dup[0]}' twice")
-        if "vae" in v and not info.data.get("allow_vae", False):
-            raise ValueError("quantizing the VAE is refused (it decodes every output pixel); set allow_vae = true to force it")
-        return v
-
-    @field_validator("keep_modules")
-    @classmethod
-    def _keep(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        for p in v:
-            if not p.strip():
-                raise ValueError("has an empty pattern; write module-name patterns such as '*img_mod*'")
-        return v
 
 
 # --------------------------------------------------------------------------------------------
@@ -353,6 +311,11 @@ class QuantVariant(Variant):
     def _settings(self) -> dict[str, Any]:
         return {}
 
+    def _format(self) -> tuple[str, str]:
+        """(storage format, compute dtype) of the layers this kind quantizes, as the typed
+        report names them (report/floors.py PRECISIONS)."""
+        raise NotImplementedError
+
     # -- shared
     def load_plan(self, source: str) -> LoadPlan:
         if source != "pretrained":
@@ -432,7 +395,11 @@ class QuantVariant(Variant):
         unmatched = [p for p in keep if not hits.get(p)]
         if unmatched:
             changes["keep_modules_unmatched"] = unmatched
-        return VariantReport(changes=changes)
+        storage, compute = self._format()
+        quantized = {c: ComponentFormat(base_dtype="bf16", quantization=storage, quantized_params=info["quantized_params"],
+                                        compute_dtype=compute)
+                     for c, info in components.items() if info.get("quantized_params")}
+        return built_report(loaded.pipe, changes, quantized=quantized)
 
 
 def _float_dtype(module: torch.nn.Module) -> torch.dtype:
@@ -455,21 +422,6 @@ def _estimated_16bit_bytes(module: torch.nn.Module, names: list[str], itemsize: 
 
 # --------------------------------------------------------------------------------------------
 # int8
-
-
-class Int8Options(QuantOptions):
-    backend: Literal["bnb", "torchao"] = Field(description="'bnb' = bitsandbytes LLM.int8; 'torchao' = int8 weight-only")
-    threshold: float = Field(6.0, ge=0.0, le=1000.0, description="LLM.int8 outlier threshold (backend 'bnb' only)")
-    keep_modules: tuple[str, ...] = Field(INT8_KEEP, description="fnmatch patterns of module names kept in 16-bit")
-
-    @field_validator("threshold")
-    @classmethod
-    def _threshold_bnb_only(cls, v: float, info: ValidationInfo) -> float:
-        # Runs only when the suite sets `threshold` (defaults are not validated).
-        backend = info.data.get("backend")
-        if backend is not None and backend != "bnb":
-            raise ValueError(f"applies to backend 'bnb' only (backend is '{backend}'); remove it")
-        return v
 
 
 @VARIANTS.register
@@ -495,6 +447,10 @@ class Int8Variant(QuantVariant):
             return {"backend": "bnb", "scheme": "LLM.int8 (Linear8bitLt)", "threshold": self.options.threshold,
                     "activations": "cast to fp16 for the int8 matmul (bitsandbytes)"}
         return {"backend": "torchao", "scheme": "int8 weight-only (Int8WeightOnlyConfig, per-row scales)"}
+
+    def _format(self) -> tuple[str, str]:
+        # LLM.int8 multiplies in int8; torchao's weight-only int8 dequantizes into a bf16 matmul.
+        return ("int8", "int8") if self._uses_bnb() else ("int8", "bf16")
 
     def _converter(self) -> tuple[Any, Any]:
         if self._uses_bnb():
@@ -527,11 +483,6 @@ class Int8Variant(QuantVariant):
 # nf4
 
 
-class NF4Options(QuantOptions):
-    double_quant: bool = Field(True, description="also quantize the per-block absmax values (bnb 'compress_statistics')")
-    compute_dtype: Literal["bf16", "fp16", "fp32"] = Field("bf16", description="dtype the 4-bit matmuls compute in")
-
-
 @VARIANTS.register
 class NF4Variant(QuantVariant):
     kind = "nf4"
@@ -545,6 +496,9 @@ class NF4Variant(QuantVariant):
     def _settings(self) -> dict[str, Any]:
         return {"quant_type": "nf4", "double_quant": self.options.double_quant, "compute_dtype": self.options.compute_dtype,
                 "blocksize": NF4_BLOCKSIZE}
+
+    def _format(self) -> tuple[str, str]:
+        return "nf4", self.options.compute_dtype
 
     def _converter(self) -> tuple[Any, Any]:
         dtype, dq = DTYPES[self.options.compute_dtype], self.options.double_quant
