@@ -90,7 +90,8 @@ def test_measures_are_declared_once_with_units_and_directions() -> None:
     from qie_bench.gate.thresholds import LATENCY_KEYS, MEMORY_KEYS, parse_threshold
 
     assert len({m.key for m in MEASURES}) == len(MEASURES)
-    assert LATENCY_KEYS == {m.key: (m.field, m.statistic) for m in MEASURES if m.family is Family.LATENCY}
+    assert LATENCY_KEYS == {m.key: (m.field, m.statistic) for m in MEASURES if m.family is Family.LATENCY and m.gateable}
+    assert "energy_j" in LATENCY_KEYS, "energy is gated like latency"
     assert MEMORY_KEYS == {m.key for m in MEASURES if m.family is Family.MEMORY}
     assert fmt_value("peak_vram_bytes", 3 * 2**30) == "3.00 GiB"
     assert fmt_value("oom_rate", 0.25) == "25.0%"

@@ -338,13 +338,3 @@ def test_score_outside_a_suite_says_what_it_needs(suite, monkeypatch):
     assert "variants ('s').importance" in str(err.value) and "case set" in str(err.value)
 
 
-def test_worker_spec_gives_the_suite_when_apply_is_not_wrapped(suite, tmp_path, monkeypatch):
-    """The runner's worker runs `apply(loaded)` unwrapped; the context falls back to its spec."""
-    spec = tmp_path / "spec.json"
-    spec.write_text(json.dumps({"suite": suite.path.as_posix()}))
-    fake_main = types.ModuleType("__main__")
-    fake_main.__spec__ = types.SimpleNamespace(name="qie_bench.runner.worker")
-    monkeypatch.setitem(sys.modules, "__main__", fake_main)
-    monkeypatch.setattr(sys, "argv", ["worker.py", str(spec)])
-    found = current("here", "testing")
-    assert found.suite.path == suite.path and len(found.case_set) == len(BuildContext.from_suite(suite).case_set)

@@ -503,3 +503,23 @@ def test_gpu_pretrained_bnb_quantized_while_loading(base, tmp_path, entry):
         for n in info["kept_modules"]:
             assert type(module.get_submodule(n)) is torch.nn.Linear and module.get_submodule(n).weight.dtype == torch.bfloat16
     assert run_edit(loaded, [_image()], "make it red", GEN_CFG, 1, Nvml(enabled=False), 0.01).output_finite
+
+
+def test_cpu_packing_is_kept_only_for_layers_bitsandbytes_can_repack() -> None:
+    """bitsandbytes repacks 4-bit weights for its AVX512-BF16 CPU kernel on the first forward and
+    fails on layers narrower than its blocks ("shape '[288, 0]' is invalid"); such layers keep the
+    generic kernel, which computes the same NF4 product."""
+    import bitsandbytes.functional as bnbf
+
+    from qie_bench.variants.quantize import guard_cpu_packing, to_nf4
+
+    narrow = to_nf4(torch.nn.Linear(48, 96), torch.float32, double_quant=False)  # in 48 < block 64
+    wide = to_nf4(torch.nn.Linear(128, 64), torch.float32, double_quant=False)
+    for layer in (narrow, wide):
+        layer.support_avx512bf16_for_cpu = True  # as on a CPU with AVX512-BF16
+        guard_cpu_packing(layer)
+    assert narrow.support_avx512bf16_for_cpu is False
+    assert wide.support_avx512bf16_for_cpu is True
+    x = torch.randn(3, 48)
+    ref = x @ bnbf.dequantize_4bit(narrow.weight.data, narrow.weight.quant_state).T
+    assert torch.allclose(narrow(x) - (narrow.bias if narrow.bias is not None else 0), ref, atol=1e-4)

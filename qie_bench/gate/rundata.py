@@ -100,7 +100,7 @@ class RunData:
             if field_name == "step_s":
                 values = [float(s) for s in (r.step_s or [])]
             else:
-                v = getattr(r, field_name)
+                v = r.value(field_name)
                 values = [] if v is None else [float(v)]
             if values:
                 out.setdefault(r.case_id, []).extend(values)
@@ -130,7 +130,7 @@ class RunData:
         return metric in summary_metrics or bool(self.metric_by_case(variant, metric))
 
     def memory_max(self, variant: str, key: str) -> int | None:
-        values = [getattr(r, key) for r in self.records_of(variant) if r.ok and getattr(r, key) is not None]
+        values = [r.value(key) for r in self.records_of(variant) if r.ok and r.value(key) is not None]
         return max(values) if values else None
 
     def summary_value(self, variant: str, key: str) -> float | None:

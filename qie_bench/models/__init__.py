@@ -23,11 +23,10 @@ from typing import Any
 
 import torch
 
+# Components whose parameters count as "the model"; tokenizer/processor/scheduler hold none.
+from ..components import WEIGHT_COMPONENTS  # noqa: F401
 from ..errors import UserInputError
 from ..suite import ModelConfig
-
-# Components whose parameters count as "the model"; tokenizer/processor/scheduler hold none.
-WEIGHT_COMPONENTS = ("transformer", "text_encoder", "vae")
 
 
 @dataclass(frozen=True)

@@ -72,8 +72,18 @@ class Record(BaseModel):
     torch_peak_reserved_bytes: int | None = Field(None, ge=0)
     rss_peak_bytes: int | None = Field(None, ge=0)
     cuda_context_bytes: int | None = None
+    # energy (NVML's total-energy counter around the timed edit; None with the reason elsewhere)
+    energy_j: float | None = Field(None, ge=0)
+    mean_power_w: float | None = Field(None, ge=0)
+    energy_unavailable: str | None = None
+    # the GPU while the edit ran
+    throttle_reasons_seen: list[str] | None = None
+    other_gpu_processes: list[dict[str, Any]] | None = None
+    # failures: why an OOM was counted as one (the message matched, the cgroup's OOM killer fired)
+    oom_evidence: str | None = None
     # quality: metric name -> value ("inf"/"-inf"/"nan" for non-finite values)
     metrics: dict[str, float | str | None] | None = None
+    metric_details: dict[str, Any] | None = None  # per metric, e.g. the text OCR recognised
 
     @field_validator("metrics")
     @classmethod

@@ -20,12 +20,11 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
+from ..components import WEIGHT_COMPONENTS
 from ..distill.config import TrainingConfig
 from ..errors import UserInputError, did_you_mean
 from ..validation import describe_validation_error
 
-# Components whose parameters count as "the model" (models.WEIGHT_COMPONENTS is this tuple).
-WEIGHT_COMPONENTS = ("transformer", "text_encoder", "vae")
 DTYPE_NAMES = ("fp32", "float32", "bf16", "bfloat16", "fp16", "float16")
 
 

@@ -219,7 +219,19 @@ def to_nf4(old: torch.nn.Linear, compute_dtype: torch.dtype, double_quant: bool)
     )
     new.quant_state = state
     new.bias = _bias_param(old)
+    guard_cpu_packing(new)
     return new.eval().requires_grad_(False)
+
+
+def guard_cpu_packing(layer: Any) -> None:
+    """bitsandbytes (>= 0.48) repacks a 4-bit weight for its AVX512-BF16 CPU kernel on the first
+    CPU forward, and that repacking needs out_features % 32 == 0 and in_features % blocksize == 0;
+    narrower layers (the tiny model's, and a few odd-shaped ones) fail with "shape '[288, 0]' is
+    invalid". Such layers keep the generic kernel; the result is the same NF4 arithmetic."""
+    blocksize = getattr(getattr(layer.weight, "quant_state", None), "blocksize", NF4_BLOCKSIZE) or NF4_BLOCKSIZE
+    if getattr(layer, "support_avx512bf16_for_cpu", False) and (
+            layer.out_features % 32 or layer.in_features % blocksize):
+        layer.support_avx512bf16_for_cpu = False
 
 
 class _OncePerMessage(logging.Filter):
@@ -399,6 +411,10 @@ class QuantVariant(Variant):
         quantized = {c: ComponentFormat(base_dtype="bf16", quantization=storage, quantized_params=info["quantized_params"],
                                         compute_dtype=compute)
                      for c, info in components.items() if info.get("quantized_params")}
+        for comp in self.options.components:  # layers the loader quantized (real weights) too
+            for layer in getattr(loaded.pipe, comp).modules():
+                if quantization_of(layer) in ("nf4", "fp4"):
+                    guard_cpu_packing(layer)
         return built_report(loaded.pipe, changes, quantized=quantized)
 
 
