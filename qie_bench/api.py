@@ -131,10 +131,6 @@ def score(output: Any, source: Any, *, reference: Any = None, mask: Any = None, 
 def gate(run: RunResult | str | Path, baseline: str | Path, *, latency_null: str = "threshold") -> GateResult:
     """Compare a run (a `RunResult` or a run directory) with a baseline file; `.exit_code` is what
     `qie-bench gate` exits with, `.checks` every check with its verdict."""
-    from .gate.baseline import load_baseline
-    from .gate.compare import compare
-    from .gate.rundata import load_run
-    from .gate.stats import GateSettings
+    from .gate import check
 
-    path = run.path if isinstance(run, RunResult) else Path(run)
-    return compare(load_baseline(Path(baseline)), load_run(path), settings=GateSettings(latency_null=latency_null))
+    return check(run, baseline, latency_null=latency_null)

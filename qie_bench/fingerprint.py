@@ -53,7 +53,7 @@ def environment() -> dict[str, Any]:
     CUDA build) but does not initialise CUDA, so it is safe in the parent process."""
     import torch
 
-    from .runner.memory import Nvml
+    from .nvml import Nvml
 
     nvml = Nvml()
     gpu = nvml.describe()

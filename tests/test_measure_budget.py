@@ -16,7 +16,7 @@ from qie_bench.runner.device_limits import (
     apply_memory_budget,
     measure_context,
 )
-from qie_bench.runner.nvml import Nvml
+from qie_bench.nvml import Nvml
 
 CUDA = torch.device("cuda", 0)
 GiB = 2**30

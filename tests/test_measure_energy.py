@@ -17,7 +17,7 @@ from PIL import Image
 
 from qie_bench.runner import edit as edit_module
 from qie_bench.runner.energy import EnergyPhase, EnergyWindow
-from qie_bench.runner.nvml import Nvml
+from qie_bench.nvml import Nvml
 from qie_bench.suite import GenerationConfig
 
 

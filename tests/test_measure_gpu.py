@@ -32,7 +32,7 @@ def test_summed_edit_energy_matches_the_phase_counter() -> None:
 
     from qie_bench.runner.edit import release_cache
     from qie_bench.runner.energy import EnergyPhase, EnergyWindow
-    from qie_bench.runner.nvml import Nvml
+    from qie_bench.nvml import Nvml
 
     device = torch.device("cuda", 0)
     nvml = Nvml(0)
@@ -83,7 +83,7 @@ def test_per_case_reserved_peak_does_not_depend_on_case_order() -> None:
     import torch
 
     from qie_bench.runner.edit import run_edit
-    from qie_bench.runner.nvml import Nvml
+    from qie_bench.nvml import Nvml
     from qie_bench.suite import GenerationConfig
 
     device = torch.device("cuda", 0)
@@ -111,7 +111,7 @@ def test_context_from_device_memory_agrees_with_the_process_figure() -> None:
     before agrees with NVML's per-process figure (where the driver gives one) within 64 MiB."""
     code = (
         "import json, torch\n"
-        "from qie_bench.runner.nvml import Nvml\n"
+        "from qie_bench.nvml import Nvml\n"
         "from qie_bench.runner.device_limits import start_cuda, measure_context\n"
         "d = torch.device('cuda', 0)\n"
         "torch.cuda.current_device()\n"  # as resolve_device does, before the worker opens NVML
@@ -188,7 +188,7 @@ def test_releasing_the_cache_before_each_edit_costs_no_latency(monkeypatch: pyte
     from qie_bench.cases import load_case_set
     from qie_bench.models import LoadPlan, load_model
     from qie_bench.runner import edit as edit_module
-    from qie_bench.runner.nvml import Nvml
+    from qie_bench.nvml import Nvml
     from qie_bench.suite import GenerationConfig, ModelConfig
 
     cases = Path(__file__).resolve().parent.parent / "suites" / "cases" / "edit-v1"

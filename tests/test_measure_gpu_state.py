@@ -20,7 +20,7 @@ from qie_bench.runner.gpu_state import (
     throttle_names,
 )
 from qie_bench.runner.memory import MemorySampler
-from qie_bench.runner.nvml import GpuProcess, Nvml
+from qie_bench.nvml import GpuProcess, Nvml
 
 ME = os.getpid()
 

@@ -14,7 +14,21 @@ from typing import Any
 
 from .thresholds import Direction, Gates, Threshold, check_gate_variants, metric_direction, parse_gates
 
-__all__ = ["Direction", "Gates", "Threshold", "check_gate_variants", "metric_direction", "parse_gates"]
+__all__ = ["Direction", "Gates", "Threshold", "check", "check_gate_variants", "metric_direction", "parse_gates"]
+
+
+def check(run: Any, baseline: Any, *, latency_null: str = "threshold") -> Any:
+    """Gate a run (a run directory, or anything with a `.path` to one, such as `qie_bench.RunResult`)
+    against a baseline file: the `GateResult` whose `.exit_code` `qie-bench gate` exits with."""
+    from pathlib import Path
+
+    from .baseline import load_baseline
+    from .compare import compare
+    from .rundata import load_run
+    from .stats import GateSettings
+
+    path = Path(getattr(run, "path", run))
+    return compare(load_baseline(Path(baseline)), load_run(path), settings=GateSettings(latency_null=latency_null))
 
 
 class _GatePackage(types.ModuleType):
@@ -22,9 +36,7 @@ class _GatePackage(types.ModuleType):
     importing a submodule binds the package to the name, so the package itself is callable."""
 
     def __call__(self, run: Any, baseline: Any, **kwargs: Any) -> Any:
-        from ..api import gate
-
-        return gate(run, baseline, **kwargs)
+        return check(run, baseline, **kwargs)
 
 
 sys.modules[__name__].__class__ = _GatePackage

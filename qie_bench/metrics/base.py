@@ -26,29 +26,17 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+from .kinds import Direction, Reference, Region
+
 if TYPE_CHECKING:
     from .prepared import Prepared
     from .weights import LoadedModel, ModelSpec
-
-Direction = Literal["higher", "lower"]
-# "inside_and_outside_mask": the metric needs pixels on both sides of the mask (a ratio).
-Region = Literal["whole", "outside_mask", "inside_mask", "inside_and_outside_mask"]
 
 # Default place of a metric in `MetricsConfig.names` and printed tables: metrics sort by
 # (order, module name, registration order). The five shipped modules use 10..50 (clip_iqa,
 # ssim, psnr, lpips, clip_score: the order records have always had); a new metric that says
 # nothing comes after them.
 DEFAULT_ORDER = 1000
-
-
-class Reference(str, Enum):
-    """What a metric compares the output against."""
-
-    NONE = "none"  # no-reference: the output alone
-    SOURCE = "source"  # the case's (first) input image
-    BASELINE = "baseline"  # the baseline variant's output for the same case and seed (compression fidelity)
-    TEXT = "text"  # the case's target caption
-    EXPECTED_TEXT = "expected_text"  # the text the output must show (text cases), read by OCR
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from typing import Any
 
 from ..errors import UserInputError
@@ -157,9 +156,3 @@ def format_table(
             details.setdefault(json.dumps(result.detail, ensure_ascii=False), []).append(name)
     lines += [f"detail ({', '.join(names)}): {text}" for text, names in details.items()]
     return "\n".join(lines)
-
-
-if __name__ == "__main__":  # pragma: no cover - convenience: python -m qie_bench.metrics.cli ...
-    from ..cli import main
-
-    sys.exit(main(["score", *sys.argv[1:]]))

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .base import Reference, Region
+from .kinds import Reference, Region
 from .images import as_rgb, check_mask, match_size, to_tensor
 
 ImageName = Literal["output", "source", "baseline", "output@source", "output@baseline"]

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import UserInputError
 from .energy import EnergyPhase, EnergyWindow
-from .nvml import GpuProcess, Nvml, _text
+from ..nvml import GpuProcess, Nvml, _text
 
 # NVML's clock-event ("throttle") reason bits, nvml.h's nvmlClocksEventReason*.
 THROTTLE_BITS: dict[int, str] = {

@@ -21,7 +21,7 @@ import psutil
 import torch
 
 from .gpu_state import GpuActivity
-from .nvml import Nvml, own_used
+from ..nvml import Nvml, own_used
 
 __all__ = ["MemoryPeaks", "MemorySampler", "Nvml"]
 
