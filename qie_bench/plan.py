@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from .cases import CaseSet, load_case_set
 from .errors import UserInputError, did_you_mean
 from .results import item_key
-from .suite import GenerationConfig, MeasurementConfig, Suite
+from .suite import CostConfig, GenerationConfig, MeasurementConfig, Suite
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,8 @@ class Overrides:
     memory_budget: str | int | None = None
     offload: str | None = None
     size: str | tuple[int, int] | None = None
+    usd_per_kwh: float | None = None
+    usd_per_gpu_hour: float | None = None
 
 
 def _split(value: Any) -> tuple[str, ...] | None:
@@ -65,6 +67,15 @@ def apply_overrides(suite: Suite, o: Overrides, *, where: dict[str, str] | None 
     selected = _split(o.cases)
     if selected:
         suite = suite.model_copy(update={"cases": suite.cases.model_copy(update={"select": selected})})
+    prices = {k: v for k, v in (("usd_per_kwh", o.usd_per_kwh), ("usd_per_gpu_hour", o.usd_per_gpu_hour)) if v is not None}
+    if prices:  # prices are policy: they change the cost shown, not the fingerprint
+        try:
+            cost = CostConfig.model_validate({**suite.cost.model_dump(), **prices})
+        except ValidationError as err:
+            problem = err.errors()[0]
+            field = str(problem["loc"][0])
+            raise UserInputError(names.get(field, field), problem["msg"]) from None
+        suite = suite.model_copy(update={"cost": cost})
     measurement: dict[str, Any] = {}
     if o.memory_budget is not None:
         measurement["memory_budget"] = o.memory_budget

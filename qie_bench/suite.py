@@ -163,6 +163,14 @@ class VariantEntry(_Section):
         return dict(self.model_extra or {})
 
 
+class CostConfig(_Section):
+    """Prices for the cost per 1,000 edits in the summary and the report (no defaults: prices are the
+    user's). Policy, not measurement: not part of the suite fingerprint."""
+
+    usd_per_kwh: float | None = Field(None, ge=0.0, description="electricity price, $ per kWh")
+    usd_per_gpu_hour: float | None = Field(None, ge=0.0, description="GPU rental price, $ per GPU-hour")
+
+
 class Suite(BaseModel):
     """A whole suite file. `path` is where it was read from (not part of the TOML)."""
 
@@ -178,6 +186,7 @@ class Suite(BaseModel):
     variants: tuple[VariantEntry, ...] = Field(min_length=1)
     metrics: Any = None
     gates: dict[str, Any] = {}
+    cost: CostConfig = CostConfig()
 
     path: Path | None = None
     # Command-line overrides (e.g. --vram-budget); the worker re-reads the suite file and
@@ -206,9 +215,9 @@ class Suite(BaseModel):
 
     def fingerprint(self) -> str:
         """sha256 of what changes measurements: model, cases, generation, measurement, variants and
-        metrics (not the path or formatting, and not `[gates]`: thresholds are policy, so a team
-        that moves "+10%" to "+15%" keeps its baselines comparable)."""
-        blob = json.dumps(self.model_dump(mode="json", exclude={"path", "cli_overrides", "gates", "description"}),
+        metrics (not the path or formatting, and not `[gates]` or `[cost]`: thresholds and prices are
+        policy, so a team that moves "+10%" to "+15%" keeps its baselines comparable)."""
+        blob = json.dumps(self.model_dump(mode="json", exclude={"path", "cli_overrides", "gates", "cost", "description"}),
                           sort_keys=True, ensure_ascii=False)
         return "sha256:" + hashlib.sha256(blob.encode()).hexdigest()
 

@@ -26,6 +26,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="CPU offload mode (overrides measurement.offload)")
     p.add_argument("--size", default=None, metavar="WxH",
                    help="output size, e.g. 512x512 (overrides generation.width/height; the same suite at another resolution)")
+    p.add_argument("--usd-per-kwh", type=float, default=None, metavar="PRICE",
+                   help="electricity price for the cost per 1,000 edits (overrides [cost] usd_per_kwh)")
+    p.add_argument("--usd-per-gpu-hour", type=float, default=None, metavar="PRICE",
+                   help="GPU price for the cost per 1,000 edits (overrides [cost] usd_per_gpu_hour)")
+    p.add_argument("--require-idle-gpu", action="store_true",
+                   help="refuse to start (exit 2) while another process holds the GPU")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (plain log lines)")
     p.set_defaults(handler=run_command)
 
@@ -42,10 +48,15 @@ def run_command(args: argparse.Namespace) -> int:
     suite = apply_overrides(
         load_suite(args.suite),
         Overrides(variants=args.variants, cases=args.cases, without_baseline=args.without_baseline,
-                  memory_budget=args.vram_budget, offload=args.offload, size=args.size),
+                  memory_budget=args.vram_budget, offload=args.offload, size=args.size,
+                  usd_per_kwh=args.usd_per_kwh, usd_per_gpu_hour=args.usd_per_gpu_hour),
         where={"variants": "--variants", "cases": "--cases", "memory_budget": "--vram-budget", "offload": "--offload",
-               "size": "--size"},
+               "size": "--size", "usd_per_kwh": "--usd-per-kwh", "usd_per_gpu_hour": "--usd-per-gpu-hour"},
     )
+    if args.require_idle_gpu:
+        from ..runner.gpu_state import require_idle_gpu
+
+        require_idle_gpu(0)  # the parent holds no CUDA context: every listed process is another's
     if args.resume and args.out is None:
         raise UserInputError("--resume", "needs --out DIR (the run directory to finish)")
     out = args.out or default_out_dir(suite)

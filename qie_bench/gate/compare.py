@@ -185,6 +185,12 @@ def comparability_problems(base: RunData, run: RunData) -> list[tuple[str, str, 
     if bw != rw:
         out.append(("metric weights", repr(bw), repr(rw), "random-weight metric scores cannot be compared with real ones"))
 
+    bp, rp = (bf.get("environment") or {}).get("power_limit_w"), (rf.get("environment") or {}).get("power_limit_w")
+    if bp is not None and rp is not None and bp != rp:
+        out.append(("GPU power limit", f"{bp} W", f"{rp} W",
+                    "the power limit decides the clocks the GPU can hold; set the same limit (nvidia-smi -pl) or "
+                    "promote a baseline under this one"))
+
     if base.hardware_class != run.hardware_class:
         out.append(("hardware class", repr(base.hardware_class), repr(run.hardware_class),
                     "compare against the baseline for this hardware (baselines/<suite>/<hardware>.json)"))

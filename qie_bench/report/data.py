@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from ..errors import UserInputError
 from ..metrics.registry import REGISTRY
-from ..results import Record, RunDir, from_json_number
+from ..results import Measure, Record, RunDir, Unit, from_json_number, measure
 from ..suite import parse_bytes, size_text
 from ..variants.report import ComponentFormat, VariantReport
 from . import floors as F
@@ -30,19 +30,14 @@ from .gpus import GPUS, Gpu, match_gpu
 
 COMPONENTS = ("transformer", "text_encoder", "vae")
 
-# Columns of the speed and memory table: summary key, label, kind.
-MEASURES: tuple[tuple[str, str, str], ...] = (
-    ("latency_p50_s", "latency P50", "s"),
-    ("latency_p95_s", "latency P95", "s"),
-    ("step_p50_s", "per step P50", "s"),
-    ("peak_vram_bytes", "peak VRAM (NVML device)", "bytes"),
-    ("peak_vram_process_bytes", "peak VRAM (NVML process)", "bytes"),
-    ("torch_peak_allocated_bytes", "allocator peak allocated", "bytes"),
-    ("torch_peak_reserved_bytes", "allocator peak reserved", "bytes"),
-    ("rss_peak_bytes", "RSS peak (CPU)", "bytes"),
-    ("oom_rate", "OOM rate", "rate"),
-    ("weights_bytes", "weights", "bytes"),
-)
+# Columns of the speed and memory table, by measure key: units, labels and directions come from
+# the one measure table (qie_bench.results.measures). Energy and cost columns are shown when a run
+# has them (a CPU run has no energy counter; cost needs the suite's prices).
+SPEED_TABLE = ("latency_p50_s", "latency_p95_s", "step_p50_s", "energy_j", "mean_power_w", "edits_per_kwh",
+               "cost_per_1000_edits_usd", "peak_vram_bytes", "peak_vram_process_bytes", "torch_peak_allocated_bytes",
+               "torch_peak_reserved_bytes", "rss_peak_bytes", "oom_rate", "weights_bytes")
+OPTIONAL_COLUMNS = frozenset({"energy_j", "mean_power_w", "edits_per_kwh", "cost_per_1000_edits_usd"})
+MEASURES: tuple[Measure, ...] = tuple(m for m in (measure(k) for k in SPEED_TABLE) if m is not None)
 
 def fidelity_preference() -> tuple[str, ...]:
     """Fidelity metrics in order of preference for sorting the gallery and the Pareto plot: as

@@ -6,7 +6,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from .data import COMPONENTS, MEASURES, Column, ReportData
+from ..results import Measure, Unit
+from .data import COMPONENTS, MEASURES, OPTIONAL_COLUMNS, Column, ReportData
 from ..units import fmt_bytes  # noqa: F401  (re-exported for callers of this module)
 
 GiB = 2**30
@@ -121,24 +122,35 @@ def _ident(col: Column, data: ReportData, *, with_status: bool = False) -> list[
 # Tables
 
 
+def _measure_cell(m: Measure, v: float | None) -> str:
+    return {Unit.SECONDS: fmt_s, Unit.BYTES: fmt_bytes, Unit.RATIO: fmt_rate}.get(m.unit, m.format)(v)
+
+
 def speed_memory_table(data: ReportData) -> Table:
-    header = ["hardware", "variant", "status"] + [label for _, label, _ in MEASURES]
+    shown = [m for m in MEASURES
+             if m.key not in OPTIONAL_COLUMNS or any(col.value(m.key) is not None for col in data.columns)]
+    header = ["hardware", "variant", "status"] + [m.label for m in shown]
     rows = []
     for col in data.columns:
         base = data.baseline_of(col)
         row = _ident(col, data, with_status=True)
-        for key, _, kind in MEASURES:
-            v = col.value(key)
+        for m in shown:
+            v = col.value(m.key)
             sub, cls = ("", "")
             if base is not None and base is not col:
-                sub, cls = change_cell(v, base.value(key), kind, "lower")
-            row.append(Cell(fmt_value(kind, v), sub, cls, title=key))
+                sub, cls = change_cell(v, base.value(m.key), "rate" if m.unit is Unit.RATIO else m.unit.value,
+                                       m.direction.value)
+            row.append(Cell(_measure_cell(m, v), sub, cls, title=m.key))
         rows.append(row)
-    return Table("speed", "Speed and memory", header, rows,
-                 "Latency is one whole edit (encode, denoise, decode); per step is one denoising step (both CFG "
-                 "passes). Peaks are the maximum over OK records. The second line is the change against the run's "
-                 "baseline variant (green better, red worse). — means not measured (a CPU run has no VRAM).",
-                 header_titles=["", "", ""] + [k for k, _, _ in MEASURES])
+    throttled = [f"{col.run.label} {col.variant}" for col in data.columns if (col.summary.get("gpu") or {}).get("throttled")]
+    note = ("Latency is one whole edit (encode, denoise, decode); per step is one denoising step (both CFG "
+            "passes). Energy is NVML's counter read around each timed edit. Peaks are the maximum over OK records. "
+            "The second line is the change against the run's baseline variant (green better, red worse). — means "
+            "not measured (a CPU run has no VRAM or energy counter).")
+    if throttled:
+        note += (" WARNING: the GPU slowed down (power or thermal throttling) while measuring "
+                 + ", ".join(throttled) + ": their latencies are not steady-state figures.")
+    return Table("speed", "Speed and memory", header, rows, note, header_titles=["", "", ""] + [m.key for m in shown])
 
 
 def quality_table(data: ReportData) -> Table | None:

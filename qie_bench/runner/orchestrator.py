@@ -43,6 +43,17 @@ from .oom_kill import OomKillCount, killed_by_oom, read_oom_kills
 from .worker import EXIT_RESTART
 
 
+def _gpu_processes_at_start() -> dict[str, Any]:
+    """Other processes on the GPU when the run starts (the parent has no CUDA context of its own),
+    or why NVML cannot list them: a run says whether it had the GPU to itself."""
+    from .gpu_state import GpuStateUnavailable, other_gpu_processes
+
+    try:
+        return {"processes": [p.as_record() for p in other_gpu_processes(0)], "unavailable": None}
+    except GpuStateUnavailable as err:
+        return {"processes": None, "unavailable": str(err)}
+
+
 def default_out_dir(suite: Suite) -> Path:
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     return Path("runs") / f"{stamp}-{suite.name}"
@@ -133,6 +144,7 @@ class Orchestrator:
             "baseline_variant": self.suite.baseline_variant,
             "plan": self.plan.identity(),
             "environment": environment(),
+            "gpu_processes_at_start": _gpu_processes_at_start(),
         })
         return run_id, done
 
