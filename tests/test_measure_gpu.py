@@ -26,11 +26,11 @@ MiB = 2**20
 
 
 def test_summed_edit_energy_matches_the_phase_counter() -> None:
-    """Eight 0.4 s matrix-product bursts timed as run_edit times them (cache released between):
-    their summed energy is within 5 % of the counter read around all eight."""
+    """Eight 0.4 s matrix-product bursts timed back to back as a case's repeats are (the cache is
+    released once per case, not between repeats): their summed energy is within 5 % of the
+    counter read around all eight."""
     import torch
 
-    from qie_bench.runner.edit import release_cache
     from qie_bench.runner.energy import EnergyPhase, EnergyWindow
     from qie_bench.nvml import Nvml
 
@@ -42,7 +42,6 @@ def test_summed_edit_energy_matches_the_phase_counter() -> None:
         pytest.skip(f"no energy counter: {nvml.energy_unavailable}")
     phase = EnergyPhase()
     for _ in range(8):
-        release_cache(device)
         torch.cuda.synchronize(device)
         e0, t0 = nvml.energy_mj(), time.perf_counter()
         while time.perf_counter() - t0 < 0.4:
@@ -79,10 +78,10 @@ class _AllocatingPipe:
 
 def test_per_case_reserved_peak_does_not_depend_on_case_order() -> None:
     """A 64 MiB case measured after a 2 GiB one reserves what it reserves alone (before the cache
-    was released before each edit, it read the 2 GiB case's cache)."""
+    was released before each case, it read the 2 GiB case's cache)."""
     import torch
 
-    from qie_bench.runner.edit import run_edit
+    from qie_bench.runner.edit import release_cache, run_edit
     from qie_bench.nvml import Nvml
     from qie_bench.suite import GenerationConfig
 
@@ -96,6 +95,7 @@ def test_per_case_reserved_peak_does_not_depend_on_case_order() -> None:
         got = {}
         for case in order:
             pipe.size = sizes[case]
+            release_cache(device)  # as the worker does before each case's first edit
             r = run_edit(loaded, [Image.new("RGB", (16, 16))], "x", gen, 0, Nvml(0), 0.005)
             got[case] = r.memory.torch_peak_reserved_bytes
         peaks["-then-".join(order)] = got
@@ -103,7 +103,7 @@ def test_per_case_reserved_peak_does_not_depend_on_case_order() -> None:
     first, second = peaks.values()
     for case in sizes:
         assert abs(first[case] - second[case]) <= 2 * MiB, peaks
-    assert first["small"] < 256 * MiB
+    assert first["small"] + 1024 * MiB < first["big"], "the small case no longer carries the big one's cache"
 
 
 def test_context_from_device_memory_agrees_with_the_process_figure() -> None:
@@ -177,33 +177,37 @@ def test_a_gpu_run_records_energy_gpu_state_and_the_phase(write_suite, tmp_path:
                                             "timed_phase_s", "throttle_reasons_seen", "other_gpu_processes_seen")}))
 
 
-def test_releasing_the_cache_before_each_edit_costs_no_latency(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The cache goes back before each edit, so the edit allocates its working memory again
-    inside the timed window. On the tiny model at 512 px, 20 steps: the median latency with the
-    release stays within 1 % of the median without it."""
+def test_releasing_the_cache_once_per_case_costs_the_timed_edits_nothing() -> None:
+    """The worker releases the cache before a case's warm-up, so its timed repeats reuse what the
+    warm-up allocated. On the tiny model at 512 px, 20 steps, interleaved rounds: the median of the
+    timed edits after a release stays within 5 % of the median without one (the tiny model is
+    launch-bound: single edits scatter by tens of per cent, so the rounds are interleaved)."""
     import statistics
 
     import torch
 
     from qie_bench.cases import load_case_set
     from qie_bench.models import LoadPlan, load_model
-    from qie_bench.runner import edit as edit_module
     from qie_bench.nvml import Nvml
+    from qie_bench.runner.edit import release_cache, run_edit
     from qie_bench.suite import GenerationConfig, ModelConfig
 
-    cases = Path(__file__).resolve().parent.parent / "suites" / "cases" / "edit-v1"
+    cases = Path(__file__).resolve().parent.parent / "suites" / "cases" / "edit-v2"
     case = load_case_set(cases).get("rm-watermark-bottle")
     loaded = load_model(ModelConfig(source="tiny", device="cuda"), LoadPlan(dtype=torch.bfloat16))
     gen = GenerationConfig(steps=20, true_cfg_scale=4.0, width=512, height=512)
     images, nvml = case.load_images(), Nvml(0)
 
-    def latencies() -> list[float]:
-        edit_module.run_edit(loaded, images, case.instruction, gen, 0, nvml, 0.01)  # warm-up
-        return [edit_module.run_edit(loaded, images, case.instruction, gen, 0, nvml, 0.01).latency_s for _ in range(10)]
+    def case_latencies(release: bool) -> list[float]:
+        if release:
+            release_cache(loaded.device)
+        run_edit(loaded, images, case.instruction, gen, 0, nvml, 0.01)  # the case's warm-up
+        return [run_edit(loaded, images, case.instruction, gen, 0, nvml, 0.01).latency_s for _ in range(5)]
 
-    released = latencies()
-    monkeypatch.setattr(edit_module, "release_cache", lambda device: None)
-    kept = latencies()
+    released, kept = [], []
+    for _ in range(3):
+        released += case_latencies(True)
+        kept += case_latencies(False)
     a, b = statistics.median(released), statistics.median(kept)
     print({"median_released_s": a, "median_kept_s": b, "excess": a / b - 1})
-    assert a <= 1.01 * b, (released, kept)
+    assert a <= 1.05 * b, (released, kept)

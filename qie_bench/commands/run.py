@@ -67,7 +67,7 @@ def run_command(args: argparse.Namespace) -> int:
     if suite.model.source != "pretrained":
         console.print(f"[yellow]model weights are RANDOM ({suite.model.source}): memory and speed are real, quality is not[/]")
     t0 = time.perf_counter()
-    _terminate_on_sigterm()
+    previous_handler = _terminate_on_sigterm()
     orchestrator = Orchestrator(plan, out, resume=args.resume, progress=_progress(console, plan, args.no_progress))
     try:
         with _live(orchestrator.progress):
@@ -82,6 +82,10 @@ def run_command(args: argparse.Namespace) -> int:
         console.print(f"[red]interrupted[/]: records so far are kept in {out}; finish with "
                       f"qie-bench run {args.suite} --out {out} --resume")
         return 143 if isinstance(stop, _Terminated) else 130
+    finally:
+        import signal
+
+        signal.signal(signal.SIGTERM, previous_handler)  # a caller (a test, a notebook) gets its own back
     wall = time.perf_counter() - t0
     print_summary(console, summary, out)
     console.print(f"wall time {wall:.1f} s; results in {out}")
@@ -92,13 +96,14 @@ class _Terminated(BaseException):
     """SIGTERM, turned into an exception so `finally` blocks stop the worker and close files."""
 
 
-def _terminate_on_sigterm() -> None:
+def _terminate_on_sigterm() -> Any:
+    """Install the SIGTERM handler for the run; returns the one it replaced (restored after)."""
     import signal
 
     def handler(signum: int, frame: Any) -> None:
         raise _Terminated()
 
-    signal.signal(signal.SIGTERM, handler)
+    return signal.signal(signal.SIGTERM, handler)
 
 
 class _live:

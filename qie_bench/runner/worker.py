@@ -101,7 +101,7 @@ def main(spec_path: str) -> int:
         from ..models import load_model, pipeline_weight_bytes, resolve_device
         from ..suite import Suite, check_runnable
         from ..variants import VARIANTS
-        from .edit import EditProgress, device_usable, is_oom, oom_evidence, release_memory, run_edit
+        from .edit import EditProgress, device_usable, is_oom, oom_evidence, release_cache, release_memory, run_edit
         from .gpu_state import VariantMonitor
         from ..distill.context import building_for
         from .device_limits import apply_memory_budget, apply_offload
@@ -192,6 +192,7 @@ def main(spec_path: str) -> int:
     warm_gen = gen.model_copy(update={"steps": suite.measurement.warmup_steps}) if suite.measurement.warmup_steps else gen
     out_dir = Path(spec["out_dir"])
     baseline = spec.get("baseline_variant")
+    last_case: str | None = None
     for case_id, repeat in spec["items"]:
         case = cases[case_id]
         key = f"{variant_name}/{case_id}/{repeat}"
@@ -207,6 +208,12 @@ def main(spec_path: str) -> int:
                 if _fault and step == 0:
                     _trigger(_fault)
 
+            if case_id != last_case:
+                # Each case's peaks are its own: what earlier cases left in the allocator's cache goes
+                # before the case's first edit (its warm-up, where there is one), outside any timed
+                # window; the case's repeats reuse what it allocated itself.
+                release_cache(loaded.device)
+                last_case = case_id
             if repeat == 0:
                 for _ in range(suite.measurement.warmup_runs):
                     progress = EditProgress(warmup=True)
