@@ -161,9 +161,14 @@ def local_and_ray(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]
     from qie_bench.runner.ray_executor import RayExecutor
 
     tmp = tmp_path_factory.mktemp("exec")
+    # Output hashes compare only at one CPU thread count: a Ray CPU unit of 1 CPU gets
+    # OMP_NUM_THREADS=1 from Ray, so the local worker gets it too.
+    mp = pytest.MonkeyPatch()
+    mp.setenv("OMP_NUM_THREADS", "1")
     suite = _suite(tmp, [("fp32", "fp32"), ("bf16", "bf16")], repeats=1)
     _orchestrate(suite, tmp / "local", make_executor("local"))
     _orchestrate(suite, tmp / "ray", RayExecutor(num_cpus=2))
+    mp.undo()
     return tmp / "local", tmp / "ray"
 
 
@@ -205,12 +210,14 @@ def _parent_pid(pid: int) -> int:
 
 
 @pytest.mark.slow
-def test_killed_ray_actor_loses_and_duplicates_nothing(local_and_ray: tuple[Path, Path], tmp_path: Path) -> None:
+def test_killed_ray_actor_loses_and_duplicates_nothing(local_and_ray: tuple[Path, Path], tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """SIGKILL the Ray actor process hosting the unit right after its first record: the unit is
     started again with only the three items without a record, and every item ends OK once."""
     from qie_bench.runner.orchestrator import Progress
     from qie_bench.runner.ray_executor import RayExecutor
 
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # as in the local run the hashes are compared with
     killed: list[int] = []
 
     def on_item_done(key: str, rec: dict) -> None:

@@ -125,9 +125,10 @@ class Executor(ABC):
 # -- the worker process itself, as the local executor and a Ray unit both start it -------------
 
 def start_worker_process(spec: dict[str, Any], spec_path: Path, log_path: Path, attempt: int,
-                         events: queue.Queue) -> subprocess.Popen:
+                         events: queue.Queue, env_overrides: dict[str, str | None] | None = None) -> subprocess.Popen:
     """Start ``python -m qie_bench.runner.worker`` with an event pipe; a thread feeds its JSON
-    lines into `events`, then ``{"type": "eof"}``. The worker dies with this process."""
+    lines into `events`, then ``{"type": "eof"}``. The worker dies with this process.
+    `env_overrides` sets (or, with None, removes) variables of the worker's environment."""
     read_fd, write_fd = os.pipe()
     atomic_write_json(spec_path, {**spec, "event_fd": write_fd, "parent_pid": os.getpid()})
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -135,6 +136,11 @@ def start_worker_process(spec: dict[str, Any], spec_path: Path, log_path: Path, 
     log.write(f"\n===== worker start {utc_now()} attempt {attempt}\n".encode())
     log.flush()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    for name, value in (env_overrides or {}).items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
     try:
         proc = subprocess.Popen(
             [sys.executable, "-m", "qie_bench.runner.worker", str(spec_path)],

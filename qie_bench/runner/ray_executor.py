@@ -60,7 +60,8 @@ class UnitHost:
         self.wall_s: float | None = None
         self.oom_before: Any = None
 
-    def start(self, spec: dict[str, Any], files: dict[str, bytes], attempt: int) -> dict[str, Any]:
+    def start(self, spec: dict[str, Any], files: dict[str, bytes], attempt: int,
+              env_overrides: dict[str, str | None]) -> dict[str, Any]:
         """Write the baseline images the unit needs, start the worker; where it runs."""
         for rel, data in files.items():
             path = self.scratch / "run" / rel
@@ -70,7 +71,7 @@ class UnitHost:
         self.oom_before = read_oom_kills()
         self.started = time.monotonic()
         self.proc = start_worker_process({**spec, "out_dir": str(self.scratch / "run")}, self.scratch / "spec.json",
-                                         self.log_path, attempt, self.events)
+                                         self.log_path, attempt, self.events, env_overrides)
         return {"host": socket.gethostname(), "pid": self.proc.pid}
 
     def poll(self, wait_s: float) -> list[dict[str, Any]]:
@@ -220,8 +221,8 @@ class RayExecutor(Executor):
             options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
             if self.address is None:
                 # A local cluster runs this very tree (an existing cluster has qie-bench installed).
-                package_root = str(Path(__file__).resolve().parents[2])
-                options["runtime_env"] = {"env_vars": {"PYTHONPATH": package_root}}
+                path = [str(Path(__file__).resolve().parents[2]), *filter(None, [os.environ.get("PYTHONPATH")])]
+                options["runtime_env"] = {"env_vars": {"PYTHONPATH": os.pathsep.join(path)}}
                 options["num_cpus"] = self.num_cpus or os.cpu_count() or 1
             options.update(self.init_options)
             try:
@@ -306,7 +307,11 @@ class RayExecutor(Executor):
         # For the record: what the unit was asked to do (the node writes its own copy).
         atomic_write_json(out / "logs" / f"{unit.name}.spec.json", {**spec, "attempt": attempt, "executor": "ray"})
         actor = self._actor_cls.options(**options).remote()
-        started = actor.start.remote(spec, self._files_for(unit, out), attempt)
+        # Ray sets OMP_NUM_THREADS to the unit's CPUs. A CPU unit keeps that (it asked for those
+        # CPUs); a GPU unit's worker gets the driver's setting, as a local worker would, so its
+        # CPU-side work is not throttled to one thread and its latency compares with a local run.
+        env = {} if not self._gpu else {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}
+        started = actor.start.remote(spec, self._files_for(unit, out), attempt, env)
         log_path = out / "logs" / f"{unit.name}.stderr.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         return RayHandle(self.ray, actor, started, log_path)
