@@ -4,6 +4,10 @@ Each variant runs in its own child (`worker.py`), so one variant's OOM, crash or
 cannot distort the next. The parent is the only writer of result files. A child that crashes
 or hangs past the per-case timeout is recorded (ERROR / TIMEOUT, with its exit signal and the
 tail of its stderr) and a fresh child carries on with the remaining items.
+
+Where children run is the executor's business (`executors.py`): the local one starts them here,
+one at a time; the Ray one runs units (variants or case shards of them) in parallel on a cluster,
+each unit's events handled on its own driver thread by the same loop.
 """
 
 from __future__ import annotations
