@@ -21,10 +21,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the qie_bench beside this script, whatever else is installed
 
 
 def _one(suite: Path, out: Path, executor: Any, args: argparse.Namespace) -> dict[str, Any]:
