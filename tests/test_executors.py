@@ -242,3 +242,50 @@ def test_killed_ray_actor_loses_and_duplicates_nothing(local_and_ray: tuple[Path
         for r in (0, 1):
             assert (recs[f"fp32/{c}/{r}"]["seed"], recs[f"fp32/{c}/{r}"]["output_sha256"]) == \
                    (local[f"fp32/{c}/0"]["seed"], local[f"fp32/{c}/0"]["output_sha256"])
+
+
+class _LostHandle:
+    """A unit whose host always dies right after it is placed (no Ray needed)."""
+
+    def __init__(self) -> None:
+        import queue
+
+        self.events = queue.Queue()
+        self.pid, self.host, self.wall_s = None, "gone", None
+        self.events.put({"type": "placed", "host": "gone", "pid": None})
+        self.events.put({"type": "eof", "lost": "ActorDiedError: the node was preempted"})
+
+    def wait(self) -> None:
+        raise AssertionError("a lost worker is not waited for")
+
+    def kill(self) -> None: ...
+    def stderr_tail(self, lines: int = 15) -> str: return ""
+    def oom_evidence(self, code: object) -> None: return None
+    def close(self) -> None: ...
+
+
+def test_a_unit_whose_host_keeps_dying_is_error_with_the_reason(tmp_path: Path) -> None:
+    from qie_bench.runner.executors import LocalExecutor
+
+    class Doomed(LocalExecutor):
+        name = "doomed"
+        max_unit_retries = 2
+        starts: list[tuple[str, int, int]] = []
+
+        def start(self, unit, spec, out, attempt):  # type: ignore[override]
+            self.starts.append((unit.name, attempt, len(spec["items"])))
+            return _LostHandle()
+
+    suite = _suite(tmp_path, [("fp32", "fp32")], repeats=1)
+    ex = Doomed()
+    _orchestrate(suite, tmp_path / "out", ex)
+    # Started once, then retried twice (max_unit_retries), always with both items; then given up.
+    assert ex.starts == [("fp32", 0, 2), ("fp32", 1, 2), ("fp32", 2, 2)]
+    recs = _records(tmp_path / "out")
+    assert sorted(recs) == [f"fp32/{c}/0" for c in sorted(TWO)]
+    for r in recs.values():
+        assert r["status"] == "ERROR" and r["attempt"] == 3 and r["host"] == "gone"
+        assert r["error"] == ("the unit's worker host was lost 3 times (last: ActorDiedError: the node was preempted); "
+                              "not retried again")
+    units = json.loads((tmp_path / "out" / "logs" / "units.json").read_text())["units"]
+    assert [u["outcome"] for u in units] == ["lost"] * 3
