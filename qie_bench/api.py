@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from .gate.compare import GateResult
+    from .runner.executors import Executor
     from .runner.orchestrator import Progress
     from .suite import Suite
 
@@ -79,11 +80,13 @@ class RunResult:
 def run(suite: Suite | str | Path, out: str | Path | None = None, *, variants: Sequence[str] | None = None,
         cases: Sequence[str] | None = None, resume: bool = False, without_baseline: bool = False,
         memory_budget: str | int | None = None, offload: str | None = None, size: str | tuple[int, int] | None = None,
-        progress: Progress | None = None) -> RunResult:
+        progress: Progress | None = None, executor: str | Executor = "local", address: str | None = None) -> RunResult:
     """Run a suite (a `Suite` or a suite file) and return its result; writes `out` as
     `qie-bench run` does (default `runs/<UTC time>-<suite name>/`). `variants` and `cases` select
     subsets (the baseline variant is added unless `without_baseline`); `memory_budget`, `offload`
-    and `size` override the suite and enter its fingerprint."""
+    and `size` override the suite and enter its fingerprint. `executor` is "local" (one child process
+    at a time), "ray" (units in parallel on the Ray cluster at `address`, or a local one) or an
+    `Executor` instance (e.g. `RayExecutor(shards=2)`)."""
     from .plan import Overrides, apply_overrides, make_plan
     from .runner.orchestrator import Orchestrator, default_out_dir, prepare_out_dir
     from .suite import Suite, check_suite
@@ -97,8 +100,12 @@ def run(suite: Suite | str | Path, out: str | Path | None = None, *, variants: S
                                      offload=offload, size=size))
     target = Path(out) if out is not None else default_out_dir(s)
     plan = make_plan(s)
+    if isinstance(executor, str):
+        from .runner.executors import make_executor
+
+        executor = make_executor(executor, **({"address": address} if address is not None else {}))
     prepare_out_dir(target, resume)
-    Orchestrator(plan, target, resume=resume, progress=progress).run()
+    Orchestrator(plan, target, resume=resume, progress=progress, executor=executor).run()
     return RunResult.open(target)
 
 

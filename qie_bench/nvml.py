@@ -136,6 +136,15 @@ class Nvml:
                     return None
         return None
 
+    def uuid(self) -> str | None:
+        """The GPU's NVML UUID ("GPU-…"): which physical card a record came from."""
+        if not self.available:
+            return None
+        try:
+            return _text(self._call("nvmlDeviceGetUUID"))
+        except Exception:  # an NVML build without the call: the card stays unnamed
+            return None
+
     def describe(self) -> dict[str, Any]:
         if not self.available:
             return {}

@@ -1,4 +1,5 @@
-"""`qie-bench run SUITE`: every case x variant x repeat, one child process per variant."""
+"""`qie-bench run SUITE`: every case x variant x repeat, one child process per variant (or per unit
+of a Ray cluster with `--executor ray`)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--require-idle-gpu", action="store_true",
                    help="refuse to start (exit 2) while another process holds the GPU")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (plain log lines)")
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="where workers run: local (one child process at a time, the default) or ray (units in "
+                        "parallel on a Ray cluster; needs the [ray] extra)")
+    p.add_argument("--address", default=None, metavar="ADDR",
+                   help="with --executor ray: an existing cluster (e.g. auto, or HOST:6379); absent = a local one")
+    p.add_argument("--shards", type=int, default=None, metavar="N",
+                   help="with --executor ray: split each variant into N case shards (default: only when there are "
+                        "fewer variants than GPUs)")
+    p.add_argument("--accelerator-type", default=None, metavar="NAME",
+                   help="with --executor ray: the GPU model to run on when the cluster mixes models, e.g. H200")
     p.set_defaults(handler=run_command)
 
 
@@ -61,6 +72,7 @@ def run_command(args: argparse.Namespace) -> int:
         raise UserInputError("--resume", "needs --out DIR (the run directory to finish)")
     out = args.out or default_out_dir(suite)
     plan = make_plan(suite)
+    executor = _executor(args)  # before anything is written: a missing Ray is one line, exit 2
     prepare_out_dir(out, args.resume)  # refuse a bad --out before printing anything
     console.print(f"[bold]qie-bench run[/] {suite.name}: {len(plan.case_set.cases)} cases x {len(plan.variants)} variants "
                   f"x {suite.measurement.repeats} repeats = {plan.total} items -> {out}")
@@ -68,7 +80,8 @@ def run_command(args: argparse.Namespace) -> int:
         console.print(f"[yellow]model weights are RANDOM ({suite.model.source}): memory and speed are real, quality is not[/]")
     t0 = time.perf_counter()
     previous_handler = _terminate_on_sigterm()
-    orchestrator = Orchestrator(plan, out, resume=args.resume, progress=_progress(console, plan, args.no_progress))
+    orchestrator = Orchestrator(plan, out, resume=args.resume, progress=_progress(console, plan, args.no_progress),
+                                executor=executor)
     try:
         with _live(orchestrator.progress):
             summary = orchestrator.run()
@@ -90,6 +103,20 @@ def run_command(args: argparse.Namespace) -> int:
     print_summary(console, summary, out)
     console.print(f"wall time {wall:.1f} s; results in {out}")
     return 0
+
+
+def _executor(args: argparse.Namespace) -> Any:
+    from ..errors import UserInputError
+    from ..runner.executors import make_executor
+
+    ray_only = {"address": args.address, "shards": args.shards, "accelerator_type": args.accelerator_type}
+    given = {k: v for k, v in ray_only.items() if v is not None}
+    if args.executor != "ray":
+        if given:
+            flag = "--" + next(iter(given)).replace("_", "-")
+            raise UserInputError(flag, "only applies to --executor ray", f"add --executor ray, or drop {flag}")
+        return make_executor("local")
+    return make_executor("ray", **given)
 
 
 class _Terminated(BaseException):

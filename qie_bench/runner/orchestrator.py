@@ -4,16 +4,20 @@ Each variant runs in its own child (`worker.py`), so one variant's OOM, crash or
 cannot distort the next. The parent is the only writer of result files. A child that crashes
 or hangs past the per-case timeout is recorded (ERROR / TIMEOUT, with its exit signal and the
 tail of its stderr) and a fresh child carries on with the remaining items.
+
+Where children run is the executor's business (`executors.py`): the local one starts them here,
+one at a time; the Ray one runs units (variants or case shards of them) in parallel on a cluster,
+each unit's events handled on its own driver thread by the same loop.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import os
 import queue
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -27,6 +31,7 @@ from ..results import (
     SCHEMA_VERSION,
     RecordLog,
     Status,
+    atomic_write_bytes,
     atomic_write_json,
     build_summary,
     item_key,
@@ -39,7 +44,7 @@ from ..results import (
 )
 from ..plan import Item, RunPlan, make_plan  # noqa: F401  (re-exported for callers)
 from ..suite import Suite
-from .oom_kill import OomKillCount, killed_by_oom, read_oom_kills
+from .executors import Executor, LocalExecutor, Unit, WorkerHandle
 from .worker import EXIT_RESTART
 
 
@@ -83,28 +88,35 @@ class Progress:
     on_message: Callable[[str], None] = lambda text: None
 
 
-@dataclass
+@dataclass(eq=False)  # held in a set, by identity
 class _Child:
-    proc: subprocess.Popen
-    events: queue.Queue
-    log_path: Path
-    spec_path: Path
+    handle: WorkerHandle
+    unit: Unit
     in_flight: str | None = None
-    deadline: float = 0.0
+    deadline: float = float("inf")  # set when the worker is placed (a Ray unit may queue first)
     built: dict[str, Any] | None = None
-    oom_kills_before: OomKillCount | None = None  # the cgroup's OOM-kill counter when it started
+    lost: str | None = None  # why the executor lost the worker's host, if it did
+
+
+class _Stopped(Exception):
+    """Another unit's thread failed or the run was interrupted: stop without recording."""
 
 
 class Orchestrator:
     def __init__(self, plan: RunPlan, out: Path, *, resume: bool = False, progress: Progress | None = None,
-                 faults: list[dict[str, str]] | None = None) -> None:
-        """`faults` is the runner's own test hook (see worker.py); nothing else sets it."""
+                 faults: list[dict[str, str]] | None = None, executor: Executor | None = None) -> None:
+        """`faults` is the runner's own test hook (see worker.py); nothing else sets it.
+        `executor` runs the workers (default: `LocalExecutor`, one child at a time here)."""
         self.plan, self.out, self.resume = plan, out, resume
         self.faults = list(faults or [])
         self.progress = progress or Progress()
         self.suite = plan.suite
+        self.executor = executor or LocalExecutor()
         self.build_info: dict[str, dict[str, Any]] = {}
-        self._child: _Child | None = None
+        self._live: set[_Child] = set()
+        self._lock = threading.RLock()  # records, build files and progress, when units run in parallel
+        self._stopping = threading.Event()
+        self.unit_runs: list[dict[str, Any]] = []
 
     # -- run directory ------------------------------------------------------------------------
 
@@ -145,69 +157,42 @@ class Orchestrator:
             "plan": self.plan.identity(),
             "environment": environment(),
             "gpu_processes_at_start": _gpu_processes_at_start(),
+            "executor": self.executor.describe(),
         })
         return run_id, done
 
     # -- children -----------------------------------------------------------------------------
 
-    def _spawn(self, variant: str, items: list[Item], attempt: int) -> _Child:
-        read_fd, write_fd = os.pipe()
+    def _spawn(self, unit: Unit, items: list[Item], attempt: int) -> _Child:
         spec = {
             "suite": self.suite.model_dump(mode="json"),
-            "variant": variant,
+            "variant": unit.variant,
             "items": [[i.case_id, i.repeat] for i in items],
-            "out_dir": str(self.out.resolve()),
-            "event_fd": write_fd,
-            "parent_pid": os.getpid(),
             "baseline_variant": self.suite.baseline_variant,
         }
         if self.faults:
             spec["faults"] = self.faults
-        spec_path = self.out / "logs" / f"{variant}.spec.json"
-        atomic_write_json(spec_path, spec)
-        log_path = self.out / "logs" / f"{variant}.stderr.log"
-        log = open(log_path, "ab")
-        log.write(f"\n===== worker start {utc_now()} attempt {attempt}\n".encode())
-        log.flush()
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        oom_kills_before = read_oom_kills()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "qie_bench.runner.worker", str(spec_path)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=(write_fd,), env=env,
-            start_new_session=True,  # its own process group: a timeout kills it and its children
-        )
-        os.close(write_fd)
-        log.close()
-        events: queue.Queue = queue.Queue()
+        child = _Child(self.executor.start(unit, spec, self.out, attempt), unit)
+        with self._lock:
+            self._live.add(child)
+        return child
 
-        def pump() -> None:
-            with os.fdopen(read_fd, "r", encoding="utf-8") as f:
-                for line in f:
-                    try:
-                        events.put(json.loads(line))
-                    except ValueError:
-                        events.put({"type": "garbled", "line": line[:200]})
-            events.put({"type": "eof"})
+    def _kill(self, child: _Child) -> None:
+        child.handle.kill()
 
-        threading.Thread(target=pump, daemon=True, name=f"events-{variant}").start()
-        return _Child(proc, events, log_path, spec_path, deadline=time.monotonic() + self.suite.measurement.build_timeout_s,
-                      oom_kills_before=oom_kills_before)
-
-    @staticmethod
-    def _kill(child: _Child) -> None:
-        try:
-            os.killpg(child.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        child.proc.wait()
-
-    @staticmethod
-    def _stderr_tail(path: Path, lines: int = 15) -> str:
-        try:
-            text = path.read_bytes()[-8000:].decode("utf-8", "replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
+    def _release(self, child: _Child, attempt: int, outcome: str) -> None:
+        """The worker is gone: note where and how long it ran (logs/units.json)."""
+        child.handle.kill()
+        child.handle.close()
+        built = child.built or {}
+        with self._lock:
+            self._live.discard(child)
+            self.unit_runs.append({"unit": child.unit.name, "variant": child.unit.variant, "attempt": attempt,
+                                   "outcome": outcome, "host": child.handle.host, "gpu_uuid": built.get("gpu_uuid"),
+                                   "worker_pid": child.handle.pid, "wall_s": child.handle.wall_s,
+                                   "lost": child.lost, "finished_at": utc_now()})
+            atomic_write_json(self.out / "logs" / "units.json", {"executor": self.executor.describe(),
+                                                                 "units": self.unit_runs})
 
     @staticmethod
     def _exit_description(code: int | None) -> str:
@@ -223,19 +208,75 @@ class Orchestrator:
     # -- main loop ----------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
-        run_id, done = self._start_run_dir()
-        log = RecordLog(self.out / "cases.jsonl")
+        self.executor.open(self.plan)
         try:
-            for variant in self.plan.variants:
-                todo = [i for i in self.plan.items[variant] if i.key not in done]
-                self.progress.on_variant_start(variant, len(self.plan.items[variant]) - len(todo))
-                if todo:
-                    self._run_variant(run_id, variant, todo, log)
+            run_id, done = self._start_run_dir()
+            log = RecordLog(self.out / "cases.jsonl")
+            try:
+                todo = {v: [i for i in self.plan.items[v] if i.key not in done] for v in self.plan.variants}
+                units = self.executor.units(self.plan, todo)
+                if self.executor.parallel <= 1:
+                    for variant in self.plan.variants:
+                        self.progress.on_variant_start(variant, len(self.plan.items[variant]) - len(todo[variant]))
+                        for unit in units:
+                            if unit.variant == variant:
+                                self._run_variant(run_id, unit, log)
+                else:
+                    self._run_parallel(run_id, units, todo, log)
+            finally:
+                log.close()
+            return self.write_summary(run_id)
         finally:
-            log.close()
-        return self.write_summary(run_id)
+            self.executor.close()
 
-    def _record(self, log: RecordLog, run_id: str, item: Item, body: dict[str, Any], attempt: int, pid: int | None) -> None:
+    def _needs_baseline_first(self) -> bool:
+        """Whether workers read the baseline variant's output images (fidelity metrics)."""
+        cfg = self.suite.metrics
+        if not self.suite.baseline_variant or cfg is None or not getattr(cfg, "names", ()):
+            return False
+        from ..metrics.base import Reference
+        from ..metrics.registry import REGISTRY
+
+        return any(REGISTRY.get(n).reference == Reference.BASELINE for n in cfg.names if n in REGISTRY)
+
+    def _run_parallel(self, run_id: str, units: list[Unit], todo: dict[str, list[Item]], log: RecordLog) -> None:
+        """Every unit on its own driver thread; the executor's cluster decides when each runs.
+        When fidelity metrics need the baseline's outputs, the baseline's units finish first."""
+        for variant in self.plan.variants:
+            self.progress.on_variant_start(variant, len(self.plan.items[variant]) - len(todo[variant]))
+        first = [u for u in units if u.variant == self.suite.baseline_variant] if self._needs_baseline_first() else []
+        errors: list[BaseException] = []
+
+        def work(unit: Unit) -> None:
+            try:
+                self._run_variant(run_id, unit, log)
+            except _Stopped:
+                pass
+            except BaseException as err:  # noqa: BLE001  (re-raised on the main thread)
+                errors.append(err)
+                self._stopping.set()
+
+        try:
+            for wave in (first, [u for u in units if u not in first]):
+                threads = [threading.Thread(target=work, args=(u,), daemon=True, name=f"unit-{u.name}") for u in wave]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    while t.is_alive():
+                        t.join(0.5)
+                if errors:
+                    raise errors[0]
+        finally:
+            # Ctrl-C, SIGTERM or a failed thread: no worker outlives the run.
+            self._stopping.set()
+            with self._lock:
+                live = list(self._live)
+            for child in live:
+                child.handle.kill()
+
+    def _record(self, log: RecordLog, run_id: str, item: Item, body: dict[str, Any], attempt: int, pid: int | None,
+                child: _Child | None = None) -> None:
+        built = (child.built if child else None) or {}
         record = {
             "schema_version": SCHEMA_VERSION,
             "run_id": run_id,
@@ -245,37 +286,46 @@ class Orchestrator:
             "repeat": item.repeat,
             "attempt": attempt,
             "worker_pid": pid,
+            "host": child.handle.host if child else None,
+            "gpu_uuid": built.get("gpu_uuid"),
             "finished_at": utc_now(),
             **body,
         }
-        try:
-            log.append(record)
-        except OSError as err:
-            # Disk full or quota: stop cleanly. Records already written are intact (each was
-            # fsynced whole); a torn tail of this one is dropped when the run is resumed.
-            raise UserInputError(str(self.out / "cases.jsonl"), f"cannot write results ({err.strerror or err})",
-                                 "free space, then finish the run with --resume") from None
-        self.progress.on_item_done(item.key, record)
+        with self._lock:
+            if self._stopping.is_set() and self.executor.parallel > 1:
+                raise _Stopped()
+            try:
+                log.append(record)
+            except OSError as err:
+                # Disk full or quota: stop cleanly. Records already written are intact (each was
+                # fsynced whole); a torn tail of this one is dropped when the run is resumed.
+                raise UserInputError(str(self.out / "cases.jsonl"), f"cannot write results ({err.strerror or err})",
+                                     "free space, then finish the run with --resume") from None
+            self.progress.on_item_done(item.key, record)
 
-    def _run_variant(self, run_id: str, variant: str, todo: list[Item], log: RecordLog) -> None:
-        try:
-            self._run_variant_children(run_id, variant, todo, log)
-        finally:
-            # Whatever ends the loop (a record that cannot be written, SIGTERM, Ctrl-C), no
-            # worker outlives it.
-            if self._child is not None and self._child.proc.poll() is None:
-                self._kill(self._child)
+    def _run_variant(self, run_id: str, unit: Unit, log: RecordLog) -> None:
+        self._run_variant_children(run_id, unit, list(unit.items), log)
 
-    def _run_variant_children(self, run_id: str, variant: str, todo: list[Item], log: RecordLog) -> None:
+    def _run_variant_children(self, run_id: str, unit: Unit, todo: list[Item], log: RecordLog) -> None:
         m = self.suite.measurement
+        variant = unit.variant
         by_key = {i.key: i for i in todo}
         remaining = list(todo)
         attempt = 0
         failures = 0
+        lost = 0
         while remaining:
-            child = self._child = self._spawn(variant, remaining, attempt)
+            if self._stopping.is_set() and self.executor.parallel > 1:
+                raise _Stopped()
+            child = self._spawn(unit, remaining, attempt)
             finished: set[str] = set()
-            outcome = self._drive(child, run_id, variant, by_key, finished, attempt, log)
+            outcome = "interrupted"
+            try:
+                outcome = self._drive(child, run_id, variant, by_key, finished, attempt, log)
+            finally:
+                # Whatever ends the loop (a record that cannot be written, SIGTERM, Ctrl-C), no
+                # worker outlives it.
+                self._release(child, attempt, outcome)
             remaining = [i for i in remaining if i.key not in finished]
             if outcome == "done" or not remaining:
                 break
@@ -285,28 +335,44 @@ class Orchestrator:
                 status = Status.OOM if child.built and child.built.get("oom") else Status.ERROR
                 for item in remaining:
                     self._record(log, run_id, item, {"status": status.value, "error": error, "phase": "build",
-                                                     "stderr_tail": self._stderr_tail(child.log_path)}, attempt, child.proc.pid)
+                                                     "stderr_tail": child.handle.stderr_tail()}, attempt, child.handle.pid,
+                                 child)
                 break
+            attempt += 1
+            if outcome == "lost":
+                # The worker's host (Ray actor or node) died: nothing was wrong with the item in
+                # flight, so it runs again, in a fresh unit the cluster may place elsewhere.
+                lost += 1
+                if lost > self.executor.max_unit_retries:
+                    for item in remaining:
+                        self._record(log, run_id, item, {"status": Status.ERROR.value,
+                                                         "error": f"the unit's worker host was lost {lost} times "
+                                                                  f"(last: {child.lost}); not retried again"},
+                                     attempt, None, child)
+                    break
+                self.progress.on_message(f"{unit.name}: worker host lost ({child.lost}); retrying")
+                continue
             if outcome != "restart":
                 failures += 1
-            attempt += 1
             if failures > m.max_child_restarts:
                 for item in remaining:
                     self._record(log, run_id, item, {"status": Status.SKIPPED.value,
                                                      "error": f"worker failed {failures} times; remaining items skipped"},
                                  attempt, None)
                 break
-            self.progress.on_message(f"{variant}: restarting worker ({outcome})")
+            self.progress.on_message(f"{unit.name}: restarting worker ({outcome})")
 
     def _drive(self, child: _Child, run_id: str, variant: str, by_key: dict[str, Item], finished: set[str],
                attempt: int, log: RecordLog) -> str:
         """Feed one child's events into records until it ends. Returns why it ended:
-        'done', 'fatal' (build failed), 'restart' (asked for a fresh process), 'crash', 'timeout'."""
+        'done', 'fatal' (build failed), 'restart' (asked for a fresh process), 'crash', 'timeout',
+        'lost' (the executor lost the worker's host; the in-flight item is not recorded)."""
         m = self.suite.measurement
+        handle = child.handle
         while True:
             timeout = max(0.0, child.deadline - time.monotonic())
             try:
-                event = child.events.get(timeout=timeout)
+                event = handle.events.get(timeout=None if timeout == float("inf") else timeout)
             except queue.Empty:
                 self._kill(child)
                 if child.in_flight:
@@ -314,21 +380,26 @@ class Orchestrator:
                     limit = m.case_timeout_s * (1 + (m.warmup_runs if item.repeat == 0 else 0))
                     self._record(log, run_id, item, {"status": Status.TIMEOUT.value,
                                                      "error": f"no result within {limit:g} s (measurement.case_timeout_s)",
-                                                     "stderr_tail": self._stderr_tail(child.log_path)}, attempt, child.proc.pid)
+                                                     "stderr_tail": handle.stderr_tail()}, attempt, handle.pid, child)
                     finished.add(item.key)
                     return "timeout"
                 child.built = {"error": f"building the variant took longer than {m.build_timeout_s:g} s (measurement.build_timeout_s)"}
                 return "fatal"
             kind = event["type"]
-            if kind == "built":
+            if kind == "placed":
+                child.deadline = time.monotonic() + m.build_timeout_s
+            elif kind == "built":
                 info = {**event["info"], "built_at": utc_now()}
-                self.build_info[variant] = info
-                atomic_write_json(self.out / "variants" / f"{variant}.build.json", info)
+                with self._lock:
+                    self.build_info[variant] = info
+                    atomic_write_json(self.out / "variants" / f"{variant}.build.json", info)
                 child.built = info
             elif kind == "ended":  # the GPU's state at the end, energy of the timed phase: one per worker
-                path = self.out / "variants" / f"{variant}.ended.json"
-                ended = json.loads(path.read_text()) if path.exists() else []
-                atomic_write_json(path, [*ended, {**event["info"], "attempt": attempt, "ended_at": utc_now()}])
+                with self._lock:
+                    path = self.out / "variants" / f"{variant}.ended.json"
+                    ended = json.loads(path.read_text()) if path.exists() else []
+                    atomic_write_json(path, [*ended, {**event["info"], "attempt": attempt, "unit": child.unit.name,
+                                                      "ended_at": utc_now()}])
             elif kind == "start":
                 child.in_flight = event["key"]
                 item = by_key[event["key"]]
@@ -336,31 +407,38 @@ class Orchestrator:
                 child.deadline = time.monotonic() + limit
             elif kind == "record":
                 item = by_key[event["key"]]
-                self._record(log, run_id, item, event["record"], attempt, child.proc.pid)
+                record = event["record"]
+                if event.get("image") is not None and record.get("output_path"):
+                    # Made on another node: the driver writes it, as it writes everything here.
+                    atomic_write_bytes(self.out / record["output_path"], base64.b64decode(event["image"]))
+                self._record(log, run_id, item, record, attempt, handle.pid, child)
                 finished.add(item.key)
                 child.in_flight = None
             elif kind == "fatal":
                 child.built = {"error": event["error"], "oom": bool(event.get("oom"))}
-                child.proc.wait()
+                handle.wait()
                 return "fatal"
             elif kind == "eof":
-                code = child.proc.wait()
+                if event.get("lost"):
+                    child.lost = event["lost"]
+                    return "lost"
+                code = handle.wait()
                 if code == 0 and child.in_flight is None:
                     return "done"
                 if code == EXIT_RESTART and child.in_flight is None:
                     return "restart"
                 why = self._exit_description(code)
-                oom_evidence = killed_by_oom(code, child.oom_kills_before, read_oom_kills()) if child.oom_kills_before else None
+                oom_evidence = handle.oom_evidence(code)
                 if child.in_flight:
                     item = by_key[child.in_flight]
                     self._record(log, run_id, item, {"status": (Status.OOM if oom_evidence else Status.ERROR).value,
                                                      "error": f"worker {why}", "oom_evidence": oom_evidence,
-                                                     "exit_code": code, "stderr_tail": self._stderr_tail(child.log_path)},
-                                 attempt, child.proc.pid)
+                                                     "exit_code": code, "stderr_tail": handle.stderr_tail()},
+                                 attempt, handle.pid, child)
                     finished.add(item.key)
                     return "crash"
                 if child.built is None:
-                    child.built = {"error": f"worker {why} while building: {self._stderr_tail(child.log_path, 3)}",
+                    child.built = {"error": f"worker {why} while building: {handle.stderr_tail(3)}",
                                    "oom": oom_evidence is not None, "oom_evidence": oom_evidence}
                     return "fatal"
                 return "crash"

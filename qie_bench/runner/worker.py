@@ -167,6 +167,7 @@ def main(spec_path: str) -> int:
             "model_identity": loaded.identity,
             "weights_description": loaded.weights_description,
             "cuda_context_bytes": _cuda_context_bytes(nvml, loaded.device),
+            "gpu_uuid": nvml.uuid(),  # which card (records carry it; None on the CPU)
             "metric_weights": getattr(scorer, "weights_kind", None),
             "metric_descriptions": scorer.describe() if scorer else {},
             **limits,
