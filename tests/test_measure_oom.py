@@ -8,6 +8,8 @@ import queue
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,6 +20,7 @@ from qie_bench.results import RecordLog, read_records
 from qie_bench.runner import oom_kill
 from qie_bench.runner.edit import is_oom, oom_evidence
 from qie_bench.runner.oom_kill import OomKillCount, killed_by_oom, read_oom_kills
+from qie_bench.runner.executors import LocalHandle, Unit
 from qie_bench.runner.orchestrator import Item, Orchestrator, Progress, _Child
 
 
@@ -103,13 +106,14 @@ def test_orchestrator_records_an_oom_killed_worker_as_oom(tmp_path: Path, monkey
     orch = object.__new__(Orchestrator)
     orch.suite = SimpleNamespace(measurement=SimpleNamespace(case_timeout_s=60, warmup_runs=0, build_timeout_s=60))
     orch.progress, orch.out, orch.build_info = Progress(), tmp_path, {}
+    orch._lock, orch._stopping = threading.RLock(), threading.Event()
     log = RecordLog(tmp_path / "cases.jsonl")
     for case, oom_killed in (("a", True), ("b", False)):
         item = Item("v", case, 0)
         events: queue.Queue = queue.Queue()
         worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-        child = _Child(worker, events, tmp_path / "stderr.log", tmp_path / "spec.json", deadline=1e18,
-                       oom_kills_before=read_oom_kills())
+        handle = LocalHandle(worker, events, tmp_path / "stderr.log", read_oom_kills(), time.monotonic())
+        child = _Child(handle, Unit("v", "v", (item,)), deadline=1e18)
         events.put({"type": "start", "key": item.key})
         worker.send_signal(signal.SIGKILL)
         worker.wait()
