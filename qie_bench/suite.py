@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import UserInputError, did_you_mean
 from .validation import describe_validation_error
-from .variants.options import OPTIONS, VariantOptions
+from .variants.options import OPTIONS, RuntimeOptions, VariantOptions
 
 SUITE_SCHEMA_VERSION = 1
 
@@ -157,6 +157,8 @@ class VariantEntry(_Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$", max_length=64)
     kind: str
     generation: GenerationOverrides | None = None
+    # How the variant runs (compile, attention backend, step cache), whatever its kind.
+    runtime: RuntimeOptions | None = None
 
     @property
     def options(self) -> dict[str, Any]:
@@ -278,6 +280,8 @@ def _check_variants(suite: Suite, path: str) -> None:
         if entry.name in names[:i]:
             raise UserInputError(where + ".name", f"duplicate variant name '{entry.name}'", "give each variant its own name")
         check_runnable(OPTIONS.validate_entry(entry, where), suite.model.device, suite.measurement.offload, where)
+        if entry.runtime is not None:
+            check_runnable(entry.runtime, suite.model.device, suite.measurement.offload, where + ".runtime")
     if suite.baseline_variant is not None and suite.baseline_variant not in names:
         raise UserInputError(
             f"{path}: baseline_variant",
@@ -286,7 +290,7 @@ def _check_variants(suite: Suite, path: str) -> None:
         )
 
 
-def check_runnable(options: VariantOptions, device: str, offload: str, where: str) -> None:
+def check_runnable(options: VariantOptions | RuntimeOptions, device: str, offload: str, where: str) -> None:
     """Refuse options that cannot run on the suite's device or with its offload mode (e.g. FP8
     kernels on a CPU, torchao with group offload) before anything is loaded."""
     found = options.refusal(device, offload)

@@ -136,7 +136,9 @@ def speed_memory_table(data: ReportData) -> Table:
         rows.append(row)
     return Table("speed", "Speed and memory", header, rows,
                  "Latency is one whole edit (encode, denoise, decode); per step is one denoising step (both CFG "
-                 "passes). Peaks are the maximum over OK records. The second line is the change against the run's "
+                 "passes); first call is the worker's first edit (compilation, lazy kernels; kept out of the latency), load + build "
+                 "the time to a ready model, forwards the transformer forwards that computed every block (a step cache "
+                 "skips some). Peaks are the maximum over OK records. The second line is the change against the run's "
                  "baseline variant (green better, red worse). — means not measured (a CPU run has no VRAM).",
                  header_titles=["", "", ""] + [k for k, _, _ in MEASURES])
 
