@@ -182,7 +182,7 @@ def test_run_records_forwards_cold_start_and_the_runtime_report(tmp_path: Path, 
     suite.write_text(suite.read_text().replace("warmup_runs = 0", "warmup_runs = 1"))
     run = tmp_path / "run"
     assert main(["run", str(suite), "--out", str(run), "--no-progress"]) == 0
-    rd = RunDir(run)
+    rd = RunDir.load(run)
     build = json.loads((run / "variants" / "fbc.build.json").read_text())
     report = VariantReport.model_validate(build["report"])
     assert report.runtime.cache == {"kind": "first-block", "threshold": 0.5} and report.runtime.compile == "none"
@@ -211,7 +211,7 @@ def test_run_records_forwards_cold_start_and_the_runtime_report(tmp_path: Path, 
     # first_call_s and load_s are gateable like the static figures (one value per variant)
     assert {"first_call_s", "load_s"} <= STATIC_KEYS
     parse_gates({"first_call_s": "+20%", "load_s": "+20%"}, where="gates")
-    assert RunDir(run).summary().variants["fbc"].get("first_call_s") == summary["variants"]["fbc"]["first_call_s"]
+    assert RunDir.load(run).summary.variants["fbc"].get("first_call_s") == summary["variants"]["fbc"]["first_call_s"]
 
 
 @pytest.mark.slow
@@ -229,7 +229,7 @@ def test_compile_cost_lands_in_the_first_call_only(tmp_path: Path, write_suite) 
     assert main(["run", str(suite), "--out", str(run), "--no-progress"]) == 0
     build = json.loads((run / "variants" / "c.build.json").read_text())
     assert build["report"]["runtime"]["compile"] == "regional" and build["report"]["runtime"]["compiled_blocks"] == 2
-    records = RunDir(run).records
+    records = RunDir.load(run).records
     assert all(r.ok for r in records)
     first = next(r.first_call_s for r in records if r.first_call_s is not None)
     steady = max(r.latency_s for r in records)
