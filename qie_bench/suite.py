@@ -210,8 +210,11 @@ class Suite(BaseModel):
         """sha256 of what changes measurements: model, cases, generation, measurement, variants and
         metrics (not the path or formatting, and not `[gates]`: thresholds are policy, so a team
         that moves "+10%" to "+15%" keeps its baselines comparable)."""
-        blob = json.dumps(self.model_dump(mode="json", exclude={"path", "cli_overrides", "gates", "description"}),
-                          sort_keys=True, ensure_ascii=False)
+        data = self.model_dump(mode="json", exclude={"path", "cli_overrides", "gates", "description"})
+        for entry in data["variants"]:  # no runtime options: the fingerprint suites had before they existed
+            if entry.get("runtime") is None:
+                entry.pop("runtime", None)
+        blob = json.dumps(data, sort_keys=True, ensure_ascii=False)
         return "sha256:" + hashlib.sha256(blob.encode()).hexdigest()
 
 

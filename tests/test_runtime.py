@@ -9,6 +9,7 @@ from its schedule.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -173,6 +174,8 @@ FBC_VARIANT = '\n[[variants]]\nname = "fbc"\nkind = "dtype"\ndtype = "fp32"\nrun
 @pytest.mark.slow
 def test_run_records_forwards_cold_start_and_the_runtime_report(tmp_path: Path, write_suite) -> None:
     from qie_bench.cli import main
+    from qie_bench.gate.compare import compare
+    from qie_bench.gate.rundata import load_run
     from qie_bench.gate.thresholds import STATIC_KEYS, parse_gates
     from qie_bench.results import RunDir
     from qie_bench.variants.report import VariantReport
@@ -210,8 +213,16 @@ def test_run_records_forwards_cold_start_and_the_runtime_report(tmp_path: Path, 
     assert summary["variants"]["fbc"]["transformer_forwards"] < 8  # fewer than steps x 2
     # first_call_s and load_s are gateable like the static figures (one value per variant)
     assert {"first_call_s", "load_s"} <= STATIC_KEYS
-    parse_gates({"first_call_s": "+20%", "load_s": "+20%"}, where="gates")
     assert RunDir.load(run).summary.variants["fbc"].get("first_call_s") == summary["variants"]["fbc"]["first_call_s"]
+    # a run whose first call is 50 % slower for one variant fails that variant's check only
+    slower = tmp_path / "slower"
+    shutil.copytree(run, slower)
+    summary["variants"]["fbc"]["first_call_s"] *= 1.5
+    (slower / "summary.json").write_text(json.dumps(summary))
+    result = compare(load_run(run), load_run(slower), parse_gates({"first_call_s": "+20%", "load_s": "+20%"}))
+    verdicts = {(c.name, c.variant): c.verdict.name for c in result.checks if c.name in ("first_call_s", "load_s")}
+    assert verdicts == {("first_call_s", "fp32"): "PASS", ("first_call_s", "fbc"): "FAIL",
+                        ("load_s", "fp32"): "PASS", ("load_s", "fbc"): "PASS"}
 
 
 @pytest.mark.slow
@@ -234,3 +245,17 @@ def test_compile_cost_lands_in_the_first_call_only(tmp_path: Path, write_suite) 
     first = next(r.first_call_s for r in records if r.first_call_s is not None)
     steady = max(r.latency_s for r in records)
     assert first > 5 * steady, (first, steady)
+
+
+def test_runtime_options_enter_the_suite_fingerprint_and_their_absence_does_not(write_suite) -> None:
+    import hashlib
+
+    plain = load_suite(write_suite({"fp32": "fp32"}))
+    # the fingerprint as it was computed before runtime options existed (no `runtime` key)
+    data = plain.model_dump(mode="json", exclude={"path", "cli_overrides", "gates", "description", "variants"})
+    data["variants"] = [v.model_dump(mode="json", exclude={"runtime"}) for v in plain.variants]
+    before = "sha256:" + hashlib.sha256(json.dumps(data, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+    assert plain.fingerprint() == before
+    a = load_suite(_suite(write_suite, '{ cache = { kind = "first-block", threshold = 0.05 } }'))
+    b = load_suite(_suite(write_suite, '{ cache = { kind = "first-block", threshold = 0.1 } }'))
+    assert a.fingerprint() != b.fingerprint()
