@@ -259,3 +259,40 @@ def test_runtime_options_enter_the_suite_fingerprint_and_their_absence_does_not(
     a = load_suite(_suite(write_suite, '{ cache = { kind = "first-block", threshold = 0.05 } }'))
     b = load_suite(_suite(write_suite, '{ cache = { kind = "first-block", threshold = 0.1 } }'))
     assert a.fingerprint() != b.fingerprint()
+
+
+@pytest.mark.slow
+def test_worker_refuses_a_cuda_attention_backend_before_loading_on_a_cpu(tmp_path: Path, write_suite) -> None:
+    # model.device = "auto" passes the suite check; the worker, on a CPU, refuses before loading.
+    from qie_bench.cli import main
+    from qie_bench.results import RunDir
+
+    path = _suite(write_suite, '{ attention = "_native_cudnn" }', device="auto", select=["txt-price-mug"])
+    run = tmp_path / "run"
+    main(["run", str(path), "--out", str(run), "--no-progress", "--variants", "x"])
+    records = RunDir.load(run, require_summary=False).records_of("x")
+    assert records and all(r.status.value == "ERROR" for r in records)
+    assert "runtime.attention: attention = '_native_cudnn' needs a CUDA GPU (this run is on cpu)" in records[0].error
+    assert not (run / "variants" / "x.build.json").exists()
+
+
+@pytest.mark.gpu
+def test_compile_and_cudnn_attention_on_a_gpu(tmp_path: Path, write_suite) -> None:
+    """For the lead on a GPU: the tiny model with regional compile and cuDNN attention on CUDA."""
+    from qie_bench.cli import main
+    from qie_bench.results import RunDir
+
+    suite = write_suite({"fp32": "bf16"}, select=["txt-price-mug"], steps=4, repeats=3, timeout=600,
+                        metrics='names = ["psnr_vs_baseline"]\nweights = "random"',
+                        extra='\n[[variants]]\nname = "c"\nkind = "dtype"\ndtype = "bf16"\nruntime = { compile = "regional" }\n'
+                              '\n[[variants]]\nname = "cudnn"\nkind = "dtype"\ndtype = "bf16"\n'
+                              'runtime = { attention = "_native_cudnn" }\n')
+    suite.write_text(suite.read_text().replace('device = "cpu"', 'device = "cuda"').replace("warmup_runs = 0", "warmup_runs = 1"))
+    run = tmp_path / "run"
+    assert main(["run", str(suite), "--out", str(run), "--no-progress"]) == 0
+    rd = RunDir.load(run)
+    assert all(r.ok for r in rd.records)
+    assert json.loads((run / "variants" / "cudnn.build.json").read_text())["report"]["runtime"]["attention"] == "_native_cudnn"
+    compiled = rd.records_of("c")
+    first = next(r.first_call_s for r in compiled if r.first_call_s is not None)
+    assert first > 5 * max(r.latency_s for r in compiled)
