@@ -79,9 +79,9 @@ def test_worker_checks_refuse_what_this_device_or_install_cannot_run() -> None:
 
 def _tiny():
     import torch
+    from test_variants_quant import TINY
 
     from qie_bench.models import LoadPlan, load_model
-    from test_variants_quant import TINY
 
     return load_model(TINY, LoadPlan(dtype=torch.float32))
 
@@ -89,10 +89,11 @@ def _tiny():
 def _edit(loaded, cache, steps: int = 4):
     """One true-CFG edit; returns (run_edit's ForwardCount, times the last block's attention
     projection and MLP really ran)."""
+    from test_variants_quant import _image
+
     from qie_bench.runner.edit import run_edit
     from qie_bench.runner.memory import Nvml
     from qie_bench.suite import GenerationConfig
-    from test_variants_quant import _image
 
     last = loaded.pipe.transformer.transformer_blocks[-1]
     ran = {"attn": 0, "mlp": 0}

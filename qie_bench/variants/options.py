@@ -592,7 +592,7 @@ class RuntimeOptions(_RuntimeSection):
             return ("attention", f"attention = '{self.attention}' needs a CUDA GPU (model.device is 'cpu')",
                     "use attention = 'native' or '_native_math' on a CPU, or model.device = 'cuda'")
         if self.compile != "none" and offload in ("sequential", "group"):
-            return ("compile", f"compile = '{self.compile}' and measurement.offload = '{offload}' do not mix (the "
-                    "offload hooks on every block break the blocks' fullgraph compile)",
-                    "use offload = 'model' or 'none' with compile")
+            problem = (f"compile = '{self.compile}' and measurement.offload = '{offload}' do not mix (the offload "
+                       "hooks on every block break the blocks' fullgraph compile)")
+            return ("compile", problem, "use offload = 'model' or 'none' with compile")
         return None

@@ -23,7 +23,12 @@ from typing import Any, ClassVar
 import torch
 
 from ..errors import UserInputError
-from .options import ATTENTION_BACKENDS, FirstBlockCacheOptions, RuntimeOptions, TaylorSeerCacheOptions
+from .options import (
+    ATTENTION_BACKENDS,
+    FirstBlockCacheOptions,
+    RuntimeOptions,
+    TaylorSeerCacheOptions,
+)
 from .report import RuntimeApplied
 
 
@@ -141,7 +146,10 @@ def check_runtime(options: RuntimeOptions | None, device: torch.device, where: s
         if needs_cuda and device.type != "cuda":
             raise UserInputError(f"{where}.runtime.attention", f"attention = '{options.attention}' needs a CUDA GPU "
                                  f"(this run is on {device.type})", "use attention = 'native' or '_native_math'")
-        from diffusers.models.attention_dispatch import AttentionBackendName, _check_attention_backend_requirements
+        from diffusers.models.attention_dispatch import (
+            AttentionBackendName,
+            _check_attention_backend_requirements,
+        )
 
         try:
             _check_attention_backend_requirements(AttentionBackendName(options.attention))
