@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import UserInputError, did_you_mean
 from .validation import describe_validation_error
-from .variants.options import OPTIONS, VariantOptions
+from .variants.options import OPTIONS, RuntimeOptions, VariantOptions
 
 SUITE_SCHEMA_VERSION = 1
 
@@ -157,6 +157,8 @@ class VariantEntry(_Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$", max_length=64)
     kind: str
     generation: GenerationOverrides | None = None
+    # How the variant runs (compile, attention backend, step cache), whatever its kind.
+    runtime: RuntimeOptions | None = None
 
     @property
     def options(self) -> dict[str, Any]:
@@ -217,8 +219,11 @@ class Suite(BaseModel):
         """sha256 of what changes measurements: model, cases, generation, measurement, variants and
         metrics (not the path or formatting, and not `[gates]` or `[cost]`: thresholds and prices are
         policy, so a team that moves "+10%" to "+15%" keeps its baselines comparable)."""
-        blob = json.dumps(self.model_dump(mode="json", exclude={"path", "cli_overrides", "gates", "cost", "description"}),
-                          sort_keys=True, ensure_ascii=False)
+        data = self.model_dump(mode="json", exclude={"path", "cli_overrides", "gates", "cost", "description"})
+        for entry in data["variants"]:  # no runtime options: the fingerprint suites had before they existed
+            if entry.get("runtime") is None:
+                entry.pop("runtime", None)
+        blob = json.dumps(data, sort_keys=True, ensure_ascii=False)
         return "sha256:" + hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -287,6 +292,8 @@ def _check_variants(suite: Suite, path: str) -> None:
         if entry.name in names[:i]:
             raise UserInputError(where + ".name", f"duplicate variant name '{entry.name}'", "give each variant its own name")
         check_runnable(OPTIONS.validate_entry(entry, where), suite.model.device, suite.measurement.offload, where)
+        if entry.runtime is not None:
+            check_runnable(entry.runtime, suite.model.device, suite.measurement.offload, where + ".runtime")
     if suite.baseline_variant is not None and suite.baseline_variant not in names:
         raise UserInputError(
             f"{path}: baseline_variant",
@@ -295,7 +302,7 @@ def _check_variants(suite: Suite, path: str) -> None:
         )
 
 
-def check_runnable(options: VariantOptions, device: str, offload: str, where: str) -> None:
+def check_runnable(options: VariantOptions | RuntimeOptions, device: str, offload: str, where: str) -> None:
     """Refuse options that cannot run on the suite's device or with its offload mode (e.g. FP8
     kernels on a CPU, torchao with group offload) before anything is loaded."""
     found = options.refusal(device, offload)

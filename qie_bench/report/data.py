@@ -32,11 +32,14 @@ COMPONENTS = ("transformer", "text_encoder", "vae")
 
 # Columns of the speed and memory table, by measure key: units, labels and directions come from
 # the one measure table (qie_bench.results.measures). Energy and cost columns are shown when a run
-# has them (a CPU run has no energy counter; cost needs the suite's prices).
-SPEED_TABLE = ("latency_p50_s", "latency_p95_s", "step_p50_s", "energy_j", "mean_power_w", "edits_per_kwh",
-               "cost_per_1000_edits_usd", "peak_vram_bytes", "peak_vram_process_bytes", "torch_peak_allocated_bytes",
-               "torch_peak_reserved_bytes", "rss_peak_bytes", "oom_rate", "weights_bytes")
-OPTIONAL_COLUMNS = frozenset({"energy_j", "mean_power_w", "edits_per_kwh", "cost_per_1000_edits_usd"})
+# has them (a CPU run has no energy counter; cost needs the suite's prices), forwards when a
+# variant counted them.
+SPEED_TABLE = ("latency_p50_s", "latency_p95_s", "step_p50_s", "first_call_s", "load_s", "transformer_forwards",
+               "energy_j", "mean_power_w", "edits_per_kwh", "cost_per_1000_edits_usd", "peak_vram_bytes",
+               "peak_vram_process_bytes", "torch_peak_allocated_bytes", "torch_peak_reserved_bytes", "rss_peak_bytes",
+               "oom_rate", "weights_bytes")
+OPTIONAL_COLUMNS = frozenset({"energy_j", "mean_power_w", "edits_per_kwh", "cost_per_1000_edits_usd", "first_call_s",
+                              "load_s", "transformer_forwards"})
 MEASURES: tuple[Measure, ...] = tuple(m for m in (measure(k) for k in SPEED_TABLE) if m is not None)
 
 def fidelity_preference() -> tuple[str, ...]:

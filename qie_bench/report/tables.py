@@ -144,9 +144,11 @@ def speed_memory_table(data: ReportData) -> Table:
         rows.append(row)
     throttled = [f"{col.run.label} {col.variant}" for col in data.columns if (col.summary.get("gpu") or {}).get("throttled")]
     note = ("Latency is one whole edit (encode, denoise, decode); per step is one denoising step (both CFG "
-            "passes). Energy is NVML's counter read around each timed edit. Peaks are the maximum over OK records. "
-            "The second line is the change against the run's baseline variant (green better, red worse). — means "
-            "not measured (a CPU run has no VRAM or energy counter).")
+            "passes); first call is the worker's first edit (compilation, lazy kernels; kept out of the latency), "
+            "load + build the time to a ready model, forwards the transformer forwards that computed every block "
+            "(a step cache skips some). Energy is NVML's counter read around each timed edit. Peaks are the maximum "
+            "over OK records. The second line is the change against the run's baseline variant (green better, red "
+            "worse). — means not measured (a CPU run has no VRAM or energy counter).")
     if throttled:
         note += (" WARNING: the GPU slowed down (power or thermal throttling) while measuring "
                  + ", ".join(throttled) + ": their latencies are not steady-state figures.")

@@ -84,6 +84,7 @@ class Measure:
     ``field``/``statistic``: where its value comes from — the record field whose OK values are
     aggregated and how (``p50``, ``p95``, ``mean`` pooled over every repeat; ``max`` over records).
     ``None`` for figures that come from the build (weights, parameters) or from statuses (OOM rate).
+    ``first`` takes the first recorded value (a per-worker figure such as the first call's latency).
     """
 
     key: str
@@ -127,6 +128,17 @@ MEASURES: tuple[Measure, ...] = (
     Measure("params", Unit.COUNT, Direction.LOWER, Family.STATIC, "parameters"),
     # One build per run: too noisy to gate, shown for information.
     Measure("build_s", Unit.SECONDS, Direction.LOWER, Family.STATIC, "build time", gateable=False),
+    # Cold start, kept apart from the steady latency above: worker start to a model ready to edit
+    # (imports, weights, building the variant, runtime options), then the worker's first edit
+    # (compilation, lazy kernels; a warm-up edit when there is one). One value per variant.
+    Measure("load_s", Unit.SECONDS, Direction.LOWER, Family.STATIC, "load + build time"),
+    Measure("first_call_s", Unit.SECONDS, Direction.LOWER, Family.STATIC, "first call", "first_call_s", "first"),
+    # The transformer's work per edit: forwards that computed every block, and calls a step cache
+    # served from its cache (null without a cache).
+    Measure("transformer_forwards", Unit.COUNT, Direction.LOWER, Family.STATIC, "transformer forwards per edit",
+            "transformer_forwards", "mean", gateable=False),
+    Measure("cache_hits", Unit.COUNT, Direction.HIGHER, Family.STATIC, "step-cache hits per edit", "cache_hits", "mean",
+            gateable=False),
     Measure("edits_per_kwh", Unit.COUNT, Direction.HIGHER, Family.DERIVED, "edits per kWh", gateable=False),
     # energy at the suite's $/kWh plus GPU time at its $/GPU-hour; null without prices
     Measure("cost_per_1000_edits_usd", Unit.USD, Direction.LOWER, Family.DERIVED, "cost per 1,000 edits",

@@ -79,6 +79,14 @@ class Record(BaseModel):
     # the GPU while the edit ran
     throttle_reasons_seen: list[str] | None = None
     other_gpu_processes: list[dict[str, Any]] | None = None
+    # the transformer's work (calls; forwards that computed every block; calls a step cache served,
+    # None without a cache) and, on a worker's first record, its first edit (cold start)
+    transformer_calls: int | None = Field(None, ge=0)
+    transformer_forwards: int | None = Field(None, ge=0)
+    cache_hits: int | None = Field(None, ge=0)
+    first_call_s: float | None = Field(None, ge=0)
+    first_call_warmup: bool | None = None
+    first_call_steps: int | None = None
     # failures: why an OOM was counted as one (the message matched, the cgroup's OOM killer fired)
     oom_evidence: str | None = None
     # quality: metric name -> value ("inf"/"-inf"/"nan" for non-finite values)

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ..errors import UserInputError
 from .io import SCHEMA_VERSION, from_json_number, schema_text
-from .measures import Family, Measure, measures
+from .measures import Family, Measure, measure, measures
 from .records import ATTEMPTED, Record, Status, latest_by_key
 
 # What summary.json keeps of a variant's build file.
@@ -42,6 +42,8 @@ def _statistic(values: list[float], statistic: str) -> float | int | None:
         return None
     if statistic == "max":
         return max(values)
+    if statistic == "first":
+        return values[0]
     if statistic == "mean":
         return float(np.mean(values))
     return percentile(values, float(statistic.removeprefix("p")))
@@ -79,8 +81,15 @@ def summarize_variant(records: Sequence[Record], built: Mapping[str, Any] | None
         weights_bytes=built.get("weights_bytes"),
         params=built.get("params"),
         build_s=built.get("build_s"),
+        load_s=built.get("load_s"),
         changes=built.get("changes", {}),
     )
+    # Per-variant figures read from records: the first call (a worker's first edit, recorded on
+    # whichever record it preceded, OK or not) and the transformer's forwards per OK edit.
+    out["first_call_s"] = _statistic(_values(records, measure("first_call_s")), "first")
+    for key in ("transformer_forwards", "cache_hits"):
+        m = measure(key)
+        out[key] = _statistic(_values(ok, m), m.statistic or "mean")
     out.update(_energy_and_cost(out, prices or {}))
     out["gpu"] = _gpu_summary(built, ended)
     # Quality: one value per case (repeat 0; repeats of a seeded edit give the same image).
@@ -279,6 +288,10 @@ class VariantSummary(_Model):
     weights_bytes: int | None = None
     params: int | None = None
     build_s: float | None = None
+    load_s: float | None = None
+    first_call_s: float | None = None
+    transformer_forwards: float | None = None
+    cache_hits: float | None = None
     changes: dict[str, Any] = {}
     metrics: dict[str, MetricSummary] = {}
     build: dict[str, Any] | None = None

@@ -6,7 +6,7 @@ from __future__ import annotations
 import gc
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -73,6 +73,32 @@ class EditProgress:
         return {"phase": self.phase, "steps_done": self.steps_done, "warmup": self.warmup, **peaks}
 
 
+class CacheHits(Protocol):
+    """A step cache's hit counter (``variants.runtime.StepCache``): `reset` before an edit, then
+    `hits` = transformer calls in which the cache replaced computation."""
+
+    hits: int
+
+    def reset(self, transformer: Any) -> None: ...
+
+
+@dataclass(frozen=True)
+class ForwardCount:
+    """The transformer's work in one edit: `calls` (forward calls: steps x 2 with true CFG) and
+    `cache_hits` (calls a step cache served from its cache; None without a cache)."""
+
+    calls: int
+    cache_hits: int | None
+
+    @property
+    def full(self) -> int:
+        """Forwards that computed every block (calls the cache did not serve)."""
+        return self.calls - (self.cache_hits or 0)
+
+    def as_record(self) -> dict[str, Any]:
+        return {"transformer_calls": self.calls, "transformer_forwards": self.full, "cache_hits": self.cache_hits}
+
+
 @dataclass
 class EditResult:
     image: Image.Image
@@ -88,6 +114,7 @@ class EditResult:
     height: int
     energy: EnergyWindow
     activity: GpuActivity
+    forwards: ForwardCount
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -112,15 +139,21 @@ def run_edit(
     nvml_period_s: float,
     on_step: Any = None,
     progress: EditProgress | None = None,
+    cache: CacheHits | None = None,
 ) -> EditResult:
     """Run one edit and measure it. Raises what the pipeline raises (the caller classifies OOM
-    and reads `progress` for where it happened)."""
+    and reads `progress` for where it happened). `cache`: the variant's step cache, whose hits
+    the result's `forwards` reports."""
     pipe, device = loaded.pipe, loaded.device
     progress = progress if progress is not None else EditProgress()
     step_ends: list[float] = []
     denoise_start: list[float] = []
+    calls = [0]
+    if cache is not None:
+        cache.reset(pipe.transformer)
 
     def first_forward(_module: Any, _args: Any) -> None:
+        calls[0] += 1
         if not denoise_start:
             _sync(device)
             denoise_start.append(time.perf_counter())
@@ -189,6 +222,7 @@ def run_edit(
         height=image.height,
         energy=EnergyWindow(e0, e1, t0, t1, nvml.energy_unavailable),
         activity=sampler.activity,
+        forwards=ForwardCount(calls[0], cache.hits if cache is not None else None),
     )
 
 

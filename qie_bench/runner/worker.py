@@ -101,6 +101,7 @@ def main(spec_path: str) -> int:
         from ..models import load_model, pipeline_weight_bytes, resolve_device
         from ..suite import Suite, check_runnable
         from ..variants import VARIANTS
+        from ..variants.runtime import apply_runtime, check_runtime
         from .edit import EditProgress, device_usable, is_oom, oom_evidence, release_cache, release_memory, run_edit
         from .gpu_state import VariantMonitor
         from ..distill.context import building_for
@@ -121,6 +122,7 @@ def main(spec_path: str) -> int:
         # alone decide (again: the command line may have changed the offload mode), then the device.
         check_runnable(variant.options, device.type, suite.measurement.offload, f"variants ('{variant_name}')")
         variant.check_device(device, suite.measurement.offload)
+        check_runtime(entry.runtime, device, f"variants ('{variant_name}')")
         nvml = Nvml(device.index or 0, enabled=device.type == "cuda")
         m = suite.measurement
         limits: dict[str, Any] = {"offload": m.offload}
@@ -131,12 +133,18 @@ def main(spec_path: str) -> int:
         cap_build = suite.model.source == "pretrained" and m.offload == "none"
         if m.memory_budget and cap_build:
             limits.update(apply_memory_budget(device, m.memory_budget, nvml))
+        t_load = time.perf_counter()
         loaded = load_model(suite.model, variant.load_plan(suite.model.source))
+        t_loaded = time.perf_counter()
         # Backward passes of a build (students, recovery) run on the calling thread: on autograd's
         # own threads they would leave a cuBLAS workspace allocated (32 MiB on Hopper) that no
         # cache release reaches, and every edit of the variant would carry it (release_memory).
         with building_for(suite), torch.autograd.set_multithreading_enabled(False):
             report = variant.apply(loaded)
+        # Runtime options (compile, attention backend, step cache) go on the built variant.
+        runtime = apply_runtime(loaded.pipe, entry.runtime, f"variants ('{variant_name}')")
+        report = report.model_copy(update={"runtime": runtime.report})
+        t_built = time.perf_counter()
         # Building often passes through a bigger model (bf16 before nf4, all blocks before
         # pruning); what it freed must leave the allocator's cache, or reserved memory and NVML
         # would report the build's peak instead of the variant's footprint.
@@ -152,11 +160,17 @@ def main(spec_path: str) -> int:
             torch.cuda.synchronize(loaded.device)
         scorer = _make_scorer(suite)
         monitor = VariantMonitor(nvml)
+        ready_s = time.perf_counter() - t_start
         built = {
             "variant": variant_name,
             "kind": entry.kind,
             "options": entry.options,
-            "build_s": time.perf_counter() - t_start,
+            "build_s": ready_s,
+            # Cold start, part 1: worker start to a model ready to edit; the first edit's latency
+            # (compilation, lazy kernels) is each worker's first record's `first_call_s`.
+            "load_s": ready_s,
+            "load_phases_s": {"setup": t_load - t_start, "load_weights": t_loaded - t_load,
+                              "build_variant": t_built - t_loaded, "place": ready_s - (t_built - t_start)},
             "weights_bytes": sum(c["weights_bytes"] for c in weights.values()),
             "params": sum(c["params"] for c in weights.values()),
             "components": weights,
@@ -194,6 +208,7 @@ def main(spec_path: str) -> int:
     out_dir = Path(spec["out_dir"])
     baseline = spec.get("baseline_variant")
     last_case: str | None = None
+    edits_run = 0  # edits this worker started: the first pays for compilation and lazy loading
     for case_id, repeat in spec["items"]:
         case = cases[case_id]
         key = f"{variant_name}/{case_id}/{repeat}"
@@ -218,11 +233,17 @@ def main(spec_path: str) -> int:
             if repeat == 0:
                 for _ in range(suite.measurement.warmup_runs):
                     progress = EditProgress(warmup=True)
-                    run_edit(loaded, images, case.instruction, warm_gen, seed, nvml, suite.measurement.nvml_period_s,
-                             progress=progress)
+                    edits_run += 1
+                    warm = run_edit(loaded, images, case.instruction, warm_gen, seed, nvml, suite.measurement.nvml_period_s,
+                                    progress=progress, cache=runtime.cache)
+                    if edits_run == 1:
+                        record.update(_first_call(warm, warm_gen, warmup=True))
                 progress = EditProgress()
+            edits_run += 1
             result = run_edit(loaded, images, case.instruction, gen, seed, nvml, suite.measurement.nvml_period_s, on_step,
-                              progress)
+                              progress, cache=runtime.cache)
+            if edits_run == 1:
+                record.update(_first_call(result, gen, warmup=False))
             record.update(
                 status="OK",
                 latency_s=result.latency_s,
@@ -239,6 +260,7 @@ def main(spec_path: str) -> int:
                 **result.memory.as_record(),
                 **result.energy.as_record(),
                 **result.activity.as_record(),
+                **result.forwards.as_record(),
                 # Measured after every edit, not once: CUDA loads kernels lazily, so the
                 # memory outside the allocator grows as new kernels are first used.
                 cuda_context_bytes=_cuda_context_bytes(nvml, loaded.device),
@@ -275,6 +297,12 @@ def main(spec_path: str) -> int:
         events.send("record", key=key, record=record)
     events.send("ended", info=monitor.end_info())
     return 0
+
+
+def _first_call(result: Any, gen: Any, *, warmup: bool) -> dict[str, Any]:
+    """The worker's first edit (cold start: compilation, lazy kernel loading, first allocations),
+    kept apart from the timed repeats: the first warm-up edit, or the first timed edit without one."""
+    return {"first_call_s": result.latency_s, "first_call_warmup": warmup, "first_call_steps": gen.steps}
 
 
 def _cuda_context_bytes(nvml: Any, device: Any) -> int | None:

@@ -1,8 +1,10 @@
 """Compression variants.
 
 Light (no torch): `options` — every kind's options and the `OPTIONS` registry that validates a
-suite; `report` — the typed `VariantReport` a build records. Heavy (torch, diffusers): each
-kind's build module and the `VARIANTS` registry (`registry.py`), imported only by the worker
+suite, and `RuntimeOptions` (compile, attention backend, step cache: how any variant runs); `report`
+— the typed `VariantReport` a build records. Heavy (torch, diffusers): each
+kind's build module and the `VARIANTS` registry (`registry.py`), and `runtime.py` (applies
+`RuntimeOptions` to a built variant), imported only by the worker
 (and loaded here on first use of `VARIANTS`, `Variant` or `DTYPES`).
 
 To add a kind: an options class in `options.py` (`@OPTIONS.register("kind")`), a module here

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from ..components import WEIGHT_COMPONENTS
@@ -505,3 +505,94 @@ class GGUFOptions(VariantOptions):
             raise option_conflict(cls, "keep_modules", "is only read with quant_type (a file says itself what it quantized)",
                                   o.keep_modules)
         return o
+
+
+# --------------------------------------------------------------------------------------------
+# runtime options: how any variant runs (compile, attention backend, step cache), not what it is
+
+# diffusers 0.42 attention backends (`AttentionBackendName`) a run may ask for, and what each
+# needs: a CUDA device, and the Python package diffusers imports for it. The `*_hub` backends
+# are left out: they download kernels from the Hub at run time, which a measured run never does.
+ATTENTION_BACKENDS: dict[str, tuple[bool, str | None]] = {
+    "native": (False, None),  # torch scaled_dot_product_attention, torch picks the kernel (the default)
+    "_native_math": (False, None),  # SDPA's math kernel
+    "_native_flash": (True, None),  # SDPA's flash kernel
+    "_native_efficient": (True, None),  # SDPA's memory-efficient kernel
+    "_native_cudnn": (True, None),  # SDPA's cuDNN kernel
+    "flash": (True, "flash_attn"),  # flash-attn 2
+    "_flash_3": (True, "flash_attn_interface"),  # flash-attn 3 (Hopper), built from source
+    "sage": (True, "sageattention"),
+    "xformers": (True, "xformers"),
+}
+AttentionBackend = Literal["native", "_native_math", "_native_flash", "_native_efficient", "_native_cudnn", "flash",
+                           "_flash_3", "sage", "xformers"]
+
+
+class _RuntimeSection(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FirstBlockCacheOptions(_RuntimeSection):
+    """diffusers' FirstBlockCache: the first block always runs; when its output residual changed by
+    less than `threshold` (relative mean absolute difference) since the last full forward, the
+    other blocks are skipped and their cached residual is added instead."""
+
+    kind: Literal["first-block"]
+    threshold: float = Field(0.05, gt=0.0, le=10.0, description="relative change of the first block's residual "
+                             "below which the remaining blocks are skipped (higher = more skips)")
+
+
+class TaylorSeerCacheOptions(_RuntimeSection):
+    """diffusers' TaylorSeer cache: the attention outputs (or, `lite`, the whole blocks) are
+    predicted by a Taylor expansion between full forwards every `cache_interval` steps."""
+
+    kind: Literal["taylorseer"]
+    cache_interval: int = Field(5, ge=1, le=100, description="steps between full forwards once caching starts")
+    disable_cache_before_step: int = Field(3, ge=1, le=500, description="first steps always computed in full")
+    disable_cache_after_step: int | None = Field(None, ge=1, le=500, description="steps from here on computed in full")
+    max_order: int = Field(1, ge=0, le=4, description="order of the Taylor expansion")
+    factors_dtype: Literal["bf16", "fp32"] = Field("bf16", description="dtype the Taylor factors are held in")
+    lite: bool = Field(False, description="skip whole blocks and predict the output projection (less memory)")
+
+
+StepCacheOptions = Annotated[FirstBlockCacheOptions | TaylorSeerCacheOptions, Field(discriminator="kind")]
+
+
+class RuntimeOptions(_RuntimeSection):
+    """How a variant runs, whatever it is: a `runtime` table on any `[[variants]]` entry, e.g.
+    ``runtime = { compile = "regional", attention = "_native_cudnn" }`` or
+    ``runtime = { cache = { kind = "first-block", threshold = 0.05 } }``. Applied by the worker
+    after the variant is built (``variants/runtime.py``) and recorded in its report."""
+
+    compile: Literal["none", "regional"] = Field(
+        "none", description="'regional' = torch.compile of each transformer block (compile_repeated_blocks(fullgraph=True))")
+    attention: AttentionBackend | None = Field(None, description="diffusers attention backend of the transformer "
+                                               "(unset = the model's default, torch SDPA)")
+    cache: StepCacheOptions | None = Field(None, description="a step cache: { kind = 'first-block', threshold } or "
+                                           "{ kind = 'taylorseer', cache_interval, ... }")
+
+    @model_validator(mode="after")
+    def _compatible(self) -> RuntimeOptions:
+        if self.compile != "none" and self.cache is not None:
+            # Both caches decide per call in Python (`torch.compiler.disable`d functions holding a
+            # .item()), which a fullgraph compile of the blocks they hook cannot trace.
+            raise ValueError(f"compile = '{self.compile}' and a step cache do not mix (the cache's per-step decision "
+                             "breaks the blocks' fullgraph compile); use one of them per variant")
+        return self
+
+    @property
+    def applied(self) -> bool:
+        """Whether these options change anything."""
+        return self.compile != "none" or self.attention is not None or self.cache is not None
+
+    def refusal(self, device: str, offload: str) -> tuple[str, str, str] | None:
+        """(option, problem, fix) when these options cannot run with the suite's device and offload
+        mode, known from the settings alone (the worker checks the device and packages)."""
+        if self.attention is not None and ATTENTION_BACKENDS[self.attention][0] and device == "cpu":
+            return ("attention", f"attention = '{self.attention}' needs a CUDA GPU (model.device is 'cpu')",
+                    "use attention = 'native' or '_native_math' on a CPU, or model.device = 'cuda'")
+        if self.compile != "none" and offload in ("sequential", "group"):
+            problem = (f"compile = '{self.compile}' and measurement.offload = '{offload}' do not mix (the offload "
+                       "hooks on every block break the blocks' fullgraph compile)")
+            return ("compile", problem, "use offload = 'model' or 'none' with compile")
+        return None

@@ -42,9 +42,18 @@ class GenerationChange(_Typed):
         return {k: v for k, v in self.model_dump().items() if v is not None}
 
 
+class RuntimeApplied(_Typed):
+    """The runtime options the worker applied after building (``variants/runtime.py``)."""
+
+    compile: Literal["none", "regional"] = "none"
+    compiled_blocks: int = Field(0, ge=0, description="transformer blocks handed to torch.compile (compiled on first call)")
+    attention: str | None = Field(None, description="diffusers attention backend set on the transformer; None = its default")
+    cache: dict[str, Any] | None = Field(None, description="the step cache and its settings (kind, threshold, ...)")
+
+
 class VariantReport(_Typed):
     """What a variant built. `formats`, `transformer_blocks` and `unmodelled_structure` are
-    filled by the build (``base.built_report``); `offload` by the worker."""
+    filled by the build (``base.built_report``); `offload` and `runtime` by the worker."""
 
     formats: dict[Component, ComponentFormat] = {}
     transformer_blocks: int | None = Field(None, ge=1, description="transformer blocks after the variant")
@@ -52,7 +61,8 @@ class VariantReport(_Typed):
                                              "architecture (e.g. width pruning); None when it can")
     offload: Literal["none", "model", "sequential", "group"] = "none"
     generation_overrides: GenerationChange = GenerationChange()
+    runtime: RuntimeApplied = Field(RuntimeApplied(), description="runtime options applied after the build (worker)")
     changes: dict[str, Any] = {}
 
 
-__all__ = ["ComponentFormat", "ComputeDtype", "GenerationChange", "VariantReport"]
+__all__ = ["ComponentFormat", "ComputeDtype", "GenerationChange", "RuntimeApplied", "VariantReport"]
