@@ -187,12 +187,17 @@ def main(spec_path: str) -> int:
     warm_gen = gen.model_copy(update={"steps": suite.measurement.warmup_steps}) if suite.measurement.warmup_steps else gen
     out_dir = Path(spec["out_dir"])
     baseline = spec.get("baseline_variant")
+    cold = True  # no edit has run in this process yet: a restarted or resumed worker starts cold
     for case_id, repeat in spec["items"]:
         case = cases[case_id]
         key = f"{variant_name}/{case_id}/{repeat}"
-        events.send("start", key=key)
+        # Warm up before each case's first repeat, and before this process's first timed edit
+        # whatever its repeat: a worker restarted (or resumed) at repeat 1 would otherwise time a
+        # cold edit. The record says how many warm-up edits ran just before it.
+        warmups = suite.measurement.warmup_runs if (repeat == 0 or cold) else 0
+        events.send("start", key=key, warmup_edits=warmups)
         seed = case.seed(gen.seed) if gen.seed_policy == "case-id" else gen.seed
-        record: dict[str, Any] = {"seed": seed}
+        record: dict[str, Any] = {"seed": seed, "warmup_edits": warmups}
         fault = faults.get(case_id)
         progress = EditProgress()
         try:
@@ -202,12 +207,13 @@ def main(spec_path: str) -> int:
                 if _fault and step == 0:
                     _trigger(_fault)
 
-            if repeat == 0:
-                for _ in range(suite.measurement.warmup_runs):
-                    progress = EditProgress(warmup=True)
-                    run_edit(loaded, images, case.instruction, warm_gen, seed, nvml, suite.measurement.nvml_period_s,
-                             progress=progress)
-                progress = EditProgress()
+            for _ in range(warmups):
+                progress = EditProgress(warmup=True)
+                cold = False
+                run_edit(loaded, images, case.instruction, warm_gen, seed, nvml, suite.measurement.nvml_period_s,
+                         progress=progress)
+            progress = EditProgress()
+            cold = False
             result = run_edit(loaded, images, case.instruction, gen, seed, nvml, suite.measurement.nvml_period_s, on_step,
                               progress)
             record.update(
