@@ -2,30 +2,33 @@
 
 The verdict of each check is one of PASS, FAIL, SKIP (nothing to compare for this variant, e.g.
 `ssim_vs_baseline` of the reference variant itself), NEW (a variant the baseline does not have;
-not gated) and NOT COMPARABLE. The exit code is 2 if anything is not comparable, else 1 if any
-check failed, else 0. Rules (see docs/gate.md for the reasoning):
+not gated), UNTESTABLE (beyond the threshold, and the data cannot tell it from noise) and NOT
+COMPARABLE. The exit code is 2 if anything is not comparable, else 1 if any check failed or is
+untestable, else 0. Rules (see docs/gate.md for the reasoning):
 
 - Not comparable (exit 2): a different case-set fingerprint, suite fingerprint, model identity,
-  metric-weights kind or hardware class. Numbers from different set-ups are never compared.
+  metric-weights kind or hardware class, or a variant the baseline lists without a single record.
+  Numbers from different set-ups are never compared.
 - Incomplete (FAIL): a planned item without a record. A missing variant, or a gated figure the
   baseline has and the run does not, is a FAIL: a gate never passes because something was not
   measured. A gated key the baseline never measured for any variant is also a FAIL.
 - Status (FAIL): a case that was OK in the baseline (every repeat OK, finite and not constant)
   and is now OOM, ERROR, TIMEOUT, SKIPPED, missing, non-finite or constant, whatever the means say.
-- Latency (repeated timings): FAIL when the statistic (p50/p95/mean) moved beyond the threshold
-  AND the data show it moved beyond the threshold, not merely at all: van Elteren's stratified
-  rank-sum test of the current timings moved back by the threshold (one-sided p < 0.001; 0.0005
-  per side for two-sided windows), or — with at least 3 repeats per case — the change minus
-  z(0.001) bootstrap standard errors still beyond the threshold (a tail that moved without the
-  bulk). When the sample cannot reach that level at all (too few repeats), the threshold alone
-  decides.
+- Latency (repeated timings), paired per case: each case's change against its own baseline
+  (median log timing now minus then); the key's statistic (p50, p95, mean) of those per-case
+  changes is compared. FAIL when it is beyond the threshold AND the data show it beyond the null
+  line (the threshold by default): van Elteren's rank-sum test stratified by case (one-sided
+  p < 0.001; 0.0005 per side for windows), or for p95 enough cases (the k that carry the
+  percentile) each beyond it by more than their noise. Beyond the threshold but untestable with
+  this sample (too few repeats and cases, or noise wider than `testable_resolution` thresholds) is
+  UNTESTABLE, which fails (exit 1): never a pass.
 - Memory and static figures (peaks, weights bytes): max against the threshold, no test — the
   allocator's peaks are near-deterministic for a fixed seed and shape.
 - OOM rate: compared exactly.
 - Quality (one value per case): paired by case id. FAIL when the mean per-case change is beyond
   the threshold AND its 95 % bootstrap interval lies wholly on the worse side of zero, or when
-  more than 25 % of the paired cases each got worse beyond the threshold (for "%": that fraction
-  of the baseline mean), or when a case the baseline measured has no value now.
+  more than 25 % of the paired cases, and at least 2, each got worse beyond the threshold (for "%":
+  that fraction of the baseline mean), or when a case the baseline measured has no value now.
 """
 
 from __future__ import annotations
