@@ -101,8 +101,10 @@ def test_records_carry_units_and_raw_values(oom_and_crash_run: Path) -> None:
     import hashlib
 
     assert rec["seed"] == int(hashlib.sha256(b"0:rm-watermark-bottle").hexdigest()[:8], 16)
-    assert _by_key(oom_and_crash_run)["bf16/rm-watermark-bottle/0"]["seed"] == rec["seed"], "same case, same seed"
-    assert _by_key(oom_and_crash_run)["fp32/add-hat-chelsea/0"]["seed"] != rec["seed"]
+    recs = _by_key(oom_and_crash_run)
+    other = recs["fp32/add-hat-chelsea/0"]["seed"]
+    assert other == int(hashlib.sha256(b"0:add-hat-chelsea").hexdigest()[:8], 16) != rec["seed"]
+    assert recs["bf16/add-hat-chelsea/0"]["seed"] == other, "same case, same seed in every variant"
 
 
 def test_summary_matches_schema(oom_and_crash_run: Path) -> None:
