@@ -118,8 +118,10 @@ class GateResult:
     def headline(self) -> str:
         if not self.comparable:
             return "not comparable"
-        n = len(self.failures)
-        return f"{n} regression{'s' if n != 1 else ''}" if n else "pass"
+        untestable = sum(c.verdict is Verdict.UNTESTABLE for c in self.checks)
+        n = len(self.failures) - untestable
+        parts = ([f"{n} regression{'s' if n != 1 else ''}"] if n else []) + ([f"{untestable} untestable"] if untestable else [])
+        return ", ".join(parts) if parts else "pass"
 
 
 # ---------------------------------------------------------------------------------------------
