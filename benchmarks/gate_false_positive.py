@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
             fp_checks.update(f"{c.name}/{c.variant}" for c in r.failures)
         r = compare(base, slow, gates, settings=s)
         for v in model.variants:
-            if any(c.variant == v and c.verdict is Verdict.FAIL and metric_family(c.name) is Family.LATENCY for c in r.checks):
+            if any(c.variant == v and c.failed and metric_family(c.name) is Family.LATENCY for c in r.checks):
                 caught[v] += 1
         collateral.update(f"{c.name}/{c.variant}" for c in r.failures if metric_family(c.name) is not Family.LATENCY)
     elapsed = time.perf_counter() - t0

@@ -7,12 +7,15 @@ writes them; a baseline is promoted from one of them with the real command.
 from __future__ import annotations
 
 import json
+import math
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+from scipy import stats as scipy_stats
 from gate_fixtures import GATES, drop_metric, gate, make_world, no_fsync, promote, read_json, with_meta, write_run
 
 from qie_bench.gate.baseline import load_baseline
@@ -105,9 +108,15 @@ def test_outliers_alone_are_not_a_regression(world: NoiseModel, baseline: Path, 
         return records
 
     run = write_run(tmp_path / "stall", world, seed=7, transform=stall)
+    clean = write_run(tmp_path / "clean", world, seed=7)
     result = compare(load_baseline(baseline), load_run(run))
     p95 = next(c for c in result.checks if c.name == "latency_p95_s" and c.variant == "bf16")
+    # The pooled p95 moved (the stalls are the slowest items of the run) ...
+    assert p95.details["current"] > 1.05 * load_run(clean).latency_statistic("bf16", "latency_p95_s")
+    # ... but each case is held to its own baseline by the median of its repeats, so two cases with
+    # one stalled repeat each are not two cases that got slower beyond their noise.
     assert p95.verdict is Verdict.PASS and "not significant" in p95.why, p95.why
+    assert len(p95.details["tail_cases"]) < 2 and p95.details["testable"]  # the p95 of 12 cases needs 2
     assert result.exit_code == 0
 
 
@@ -381,16 +390,23 @@ def test_tail_regression_fails_p95(world: NoiseModel, baseline: Path, tmp_path: 
     assert p95.verdict is Verdict.FAIL and p95.details["ci_evidence"], p95.why
 
 
-def test_too_few_repeats_lets_the_threshold_decide(tmp_path: Path) -> None:
+def test_too_few_repeats_is_untestable_never_a_pass(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     world = make_world(cases=3, repeats=1, gates={"latency_p50_s": "+5%", "latency_mean_s": "+250ms"})
     base = write_run(tmp_path / "a", world, seed=1)
     assert promote(base, tmp_path / "b.json") == 0
-    result = compare(load_baseline(tmp_path / "b.json"), load_run(write_run(tmp_path / "c", world, seed=2,
-                                                                               latency_factor={"nf4": 1.2})))
+    run = write_run(tmp_path / "c", world, seed=2, latency_factor={"nf4": 1.2})
+    result = compare(load_baseline(tmp_path / "b.json"), load_run(run))
     check = next(c for c in result.checks if c.name == "latency_p50_s" and c.variant == "nf4")
-    assert check.verdict is Verdict.FAIL and "too few repeats" in check.why
+    assert check.verdict is Verdict.UNTESTABLE and "cannot tell that from noise" in check.why, check.why
+    assert check.details["n"] == 3 and "(n=3)" in check.change
     mean = next(c for c in result.checks if c.name == "latency_mean_s" and c.variant == "nf4")
-    assert mean.threshold == "+0.25" and mean.verdict is Verdict.FAIL
+    assert mean.threshold == "+0.25" and mean.verdict is Verdict.UNTESTABLE
+    # not a pass: exit 1, and JUnit shows it as a failure of its own type
+    junit = tmp_path / "junit.xml"
+    assert gate(run, tmp_path / "b.json", "--junit", str(junit)) == 1
+    assert "UNTESTABLE" in capsys.readouterr().out
+    types = {f.get("type") for f in ET.parse(junit).getroot().iter("failure")}
+    assert "untestable" in types
 
 
 def test_example_runs_are_what_the_runner_writes(world: NoiseModel, tmp_path: Path) -> None:
@@ -400,3 +416,88 @@ def test_example_runs_are_what_the_runner_writes(world: NoiseModel, tmp_path: Pa
     validate_summary(load_json_file(run / "summary.json", "summary.json"))
     assert load_json_file(run / "run.json", "run.json")["plan"]["items"] == world.planned_keys()
     assert len(read_records(run / "cases.jsonl")) == len(world.planned_keys())
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 14: paired latency, untestable statistics, empty baseline variants, small suites
+
+
+def _slow_cases(cases: set[str], factor: float, variant: str = "bf16"):
+    def t(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for r in records:
+            if r["variant"] == variant and r["case_id"] in cases and r.get("latency_s"):
+                r["latency_s"] *= factor
+                r["step_s"] = [s * factor for s in r.get("step_s") or []]
+        return records
+
+    return t
+
+
+def test_tail_regression_with_one_repeat_fails_and_honest_reruns_pass(tmp_path: Path) -> None:
+    """The smoke settings (16 cases x 1 repeat, p95 at +10 %), 3 of 16 cases twice as slow: the
+    rank test over the whole distribution called this a pass; paired per case, it fails."""
+    world = make_world(cases=16, repeats=1, gates={"latency_p95_s": "+10%"})
+    assert promote(write_run(tmp_path / "a", world, seed=1), tmp_path / "b.json") == 0
+    base = load_baseline(tmp_path / "b.json")
+    slow = {"case-02", "case-07", "case-11"}
+    result = compare(base, load_run(write_run(tmp_path / "slow", world, seed=2, transform=_slow_cases(slow, 2.0))))
+    p95 = next(c for c in result.checks if c.name == "latency_p95_s" and c.variant == "bf16")
+    assert p95.verdict is Verdict.FAIL and set(p95.details["tail_cases"]) == slow, p95.why
+    assert p95.details["n"] == 16 and "(n=16)" in p95.change and "95% CI" in p95.why
+    # The statistic is the 95th percentile of the 16 per-case log ratios, by hand from the records.
+    b = {r.case_id: r.latency_s for r in base.records_of("bf16")}
+    c = {r.case_id: r.latency_s for r in load_run(tmp_path / "slow").records_of("bf16")}
+    logs = np.log([c[k] / b[k] for k in b])
+    assert p95.details["paired_statistic"] == pytest.approx(float(np.percentile(logs, 95)))
+    # Its interval: order statistics of the 16 ratios with binomial coverage; the upper bound of a
+    # 95th percentile from 16 cases does not exist (it would need a 17th), the lower is X_(j) for the
+    # largest j with P(Binomial(16, 0.95) >= j) >= 0.975 (j = 13).
+    assert scipy_stats.binom.sf(12, 16, 0.95) >= 0.975 > scipy_stats.binom.sf(13, 16, 0.95)
+    assert p95.details["ci"] == (pytest.approx(float(np.sort(logs)[12])), math.inf)
+    for seed in (3, 4, 5, 6):
+        honest = compare(base, load_run(write_run(tmp_path / f"h{seed}", world, seed=seed)))
+        assert honest.exit_code == 0, [(c.name, c.variant, c.why) for c in honest.failures]
+
+
+def test_p95_the_data_cannot_test_is_untestable_not_a_pass(tmp_path: Path) -> None:
+    """Four cases, one repeat: no estimate of a case's noise, and a rank test over four cases cannot
+    reach p < 0.001. A p95 beyond the threshold is then UNTESTABLE, which fails (exit 1)."""
+    world = make_world(cases=4, repeats=1, gates={"latency_p95_s": "+10%"})
+    assert promote(write_run(tmp_path / "a", world, seed=1), tmp_path / "b.json") == 0
+    run = write_run(tmp_path / "c", world, seed=2, transform=_slow_cases({"case-01"}, 2.0))
+    result = compare(load_baseline(tmp_path / "b.json"), load_run(run))
+    p95 = next(c for c in result.checks if c.name == "latency_p95_s" and c.variant == "bf16")
+    assert p95.verdict is Verdict.UNTESTABLE and "cannot tell that from noise" in p95.why, p95.why
+    assert result.exit_code == 1 and p95 in result.failures
+    assert gate(run, tmp_path / "b.json") == 1
+
+
+def test_a_baseline_variant_without_records_is_not_comparable(world: NoiseModel, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """The baseline lists nf4 (planned) but holds no record of it; the run has nf4 OOM on every
+    case. Every check of nf4 would be SKIP and the gate would pass: it is not comparable (exit 2)."""
+    empty = write_run(tmp_path / "a", world, seed=1, transform=lambda rs: [r for r in rs if r["variant"] != "nf4"])
+    assert promote(empty, tmp_path / "b.json", "--allow-incomplete") == 0
+    assert "nf4" in load_baseline(tmp_path / "b.json").variants
+    ooms = {("nf4", f"case-{i:02d}", r): "OOM" for i in range(12) for r in range(3)}
+    run = write_run(tmp_path / "c", world, seed=2, statuses=ooms)
+    capsys.readouterr()
+    assert gate(run, tmp_path / "b.json") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "baseline variant 'nf4'" in err and "36 OOM of 36 items" in err, err
+
+
+@pytest.mark.parametrize(("shifted", "verdict"), [(1, Verdict.PASS), (2, Verdict.FAIL)])
+def test_widespread_needs_more_than_one_case(tmp_path: Path, shifted: int, verdict: Verdict) -> None:
+    """A 3-case suite: one case at -0.025 (threshold -0.02) while the mean moved ~-0.008 with an
+    interval spanning 0 is not widespread (one case is a third of the suite); two such cases are."""
+    world = make_world(cases=3, repeats=1, gates={"ssim_vs_baseline": "-0.02"})
+    assert promote(write_run(tmp_path / "a", world, seed=1), tmp_path / "b.json") == 0
+    shift = {f"case-{i:02d}": -0.025 for i in range(shifted)}
+    run = write_run(tmp_path / "c", world, seed=2, metric_shift={("nf4", "ssim_vs_baseline"): shift})
+    check = next(c for c in compare(load_baseline(tmp_path / "b.json"), load_run(run)).checks
+                 if c.name == "ssim_vs_baseline" and c.variant == "nf4")
+    assert len(check.details["worse_cases"]) == shifted, check.why
+    assert check.verdict is verdict and check.details["widespread"] is (shifted == 2), check.why
+    if shifted == 1:
+        assert not check.details["systematic"] and "one case alone is not widespread" in check.why

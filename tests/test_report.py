@@ -104,21 +104,41 @@ def baseline(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path: 
     return path
 
 
+GATES = {"latency_p50_s": "+10%", "rss_peak_bytes": "+10%", "oom_rate": "0", "psnr": "-1.0"}
+
+
+def _rerun(tiny_run: Path, to: Path, slower: float) -> Path:
+    # TEST-ONLY alteration: a re-run of the baseline's run, every edit `slower` times as long, gated
+    # by a [gates] table (the tiny suite has none, and a gate with no threshold cannot fail).
+    run = copy_run(tiny_run, to)
+    edit_json(run / "summary.json", lambda s: s.update(gates=GATES))
+    edit_records(run / "cases.jsonl", lambda r: r.update(latency_s=r["latency_s"] * slower) if r.get("latency_s") else None)
+    return run
+
+
 def test_signoff_signed_off_when_the_gate_passes(tiny_run: Path, baseline: Path, tmp_path: Path) -> None:  # noqa: F811
+    rerun = _rerun(tiny_run, tmp_path / "rerun", 1.02)  # 2 % slower: within +10 %
     out = tmp_path / "smoke-signoff.html"
-    gate = main(["gate", str(tiny_run), "--baseline", str(baseline)])
-    code = main(["signoff", str(tiny_run), "--baseline", str(baseline), "--out", str(out)])
+    gate = main(["gate", str(rerun), "--baseline", str(baseline)])
+    code = main(["signoff", str(rerun), "--baseline", str(baseline), "--out", str(out)])
     assert gate == 0 and code == 0
     html = out.read_text(encoding="utf-8")
     assert_self_contained(html)
     assert 'class="verdict pass"' in html and "SIGNED OFF" in html and "BLOCKED" not in html
+    for key in GATES:  # every threshold was checked, for both variants
+        assert html.count(key) >= 2, key
+    # The same re-run 50 % slower crosses the latency threshold: not signed off.
+    slow = _rerun(tiny_run, tmp_path / "slow", 1.5)
+    assert main(["gate", str(slow), "--baseline", str(baseline)]) == 1
+    assert main(["signoff", str(slow), "--baseline", str(baseline), "--out", str(tmp_path / "slow.html")]) == 1
+    assert "BLOCKED" in (tmp_path / "slow.html").read_text(encoding="utf-8")
     # every artefact relied on, with its sha256
-    for f in (tiny_run / "summary.json", tiny_run / "cases.jsonl", tiny_run / "run.json", baseline):
+    for f in (rerun / "summary.json", rerun / "cases.jsonl", rerun / "run.json", baseline):
         assert sha256(f) in html, f
-    for img in (tiny_run / "images").rglob("*.png"):
+    for img in (rerun / "images").rglob("*.png"):
         assert sha256(img) in html, img
     # fingerprints: model, case set, suite, environment, project commit
-    summary = json.loads((tiny_run / "summary.json").read_text())
+    summary = json.loads((rerun / "summary.json").read_text())
     fp = summary["fingerprint"]
     for value in (fp["case_set"]["fingerprint"], fp["suite"]["fingerprint"], fp["environment"]["hardware_class"]):
         assert value in html

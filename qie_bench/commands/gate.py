@@ -73,7 +73,7 @@ def print_result(result: Any) -> None:
     from ..gate.compare import Verdict
 
     console = Console(width=None if Console().is_terminal else 200)
-    style = {Verdict.PASS: "green", Verdict.FAIL: "bold red", Verdict.NOT_COMPARABLE: "bold red",
+    style = {Verdict.PASS: "green", Verdict.FAIL: "bold red", Verdict.UNTESTABLE: "bold magenta", Verdict.NOT_COMPARABLE: "bold red",
              Verdict.SKIP: "dim", Verdict.NEW: "cyan"}
     table = Table(title=f"qie-bench gate — {result.run.label} vs {result.baseline.label}", show_lines=False)
     for col in ("metric", "variant", "baseline", "current", "change", "threshold", "verdict", "why"):

@@ -3,8 +3,8 @@
 - `thresholds`: the suite's `[gates]` table -> typed `Gates` (`parse_gates`).
 - `rundata`: a run directory or baseline file -> `RunData` (validated records and fingerprints).
 - `baseline`: `promote` a run into `baselines/<suite>/<hardware>.json`, `load_baseline`.
-- `stats`: van Elteren's stratified rank-sum test, bootstrap intervals, `GateSettings`.
-- `compare`: the rules -> `GateResult` (exit code 0 pass, 1 regression, 2 not comparable).
+- `stats`: van Elteren's stratified rank-sum test, per-case paired changes and the tail test, intervals, `GateSettings`.
+- `compare`: the rules -> `GateResult` (exit code 0 pass, 1 regression or untestable, 2 not comparable).
 - `junit`, `markdown`: reports for CI.
 """
 

@@ -2,30 +2,33 @@
 
 The verdict of each check is one of PASS, FAIL, SKIP (nothing to compare for this variant, e.g.
 `ssim_vs_baseline` of the reference variant itself), NEW (a variant the baseline does not have;
-not gated) and NOT COMPARABLE. The exit code is 2 if anything is not comparable, else 1 if any
-check failed, else 0. Rules (see docs/gate.md for the reasoning):
+not gated), UNTESTABLE (beyond the threshold, and the data cannot tell it from noise) and NOT
+COMPARABLE. The exit code is 2 if anything is not comparable, else 1 if any check failed or is
+untestable, else 0. Rules (see docs/gate.md for the reasoning):
 
 - Not comparable (exit 2): a different case-set fingerprint, suite fingerprint, model identity,
-  metric-weights kind or hardware class. Numbers from different set-ups are never compared.
+  metric-weights kind or hardware class, or a variant the baseline lists without a single record.
+  Numbers from different set-ups are never compared.
 - Incomplete (FAIL): a planned item without a record. A missing variant, or a gated figure the
   baseline has and the run does not, is a FAIL: a gate never passes because something was not
   measured. A gated key the baseline never measured for any variant is also a FAIL.
 - Status (FAIL): a case that was OK in the baseline (every repeat OK, finite and not constant)
   and is now OOM, ERROR, TIMEOUT, SKIPPED, missing, non-finite or constant, whatever the means say.
-- Latency (repeated timings): FAIL when the statistic (p50/p95/mean) moved beyond the threshold
-  AND the data show it moved beyond the threshold, not merely at all: van Elteren's stratified
-  rank-sum test of the current timings moved back by the threshold (one-sided p < 0.001; 0.0005
-  per side for two-sided windows), or — with at least 3 repeats per case — the change minus
-  z(0.001) bootstrap standard errors still beyond the threshold (a tail that moved without the
-  bulk). When the sample cannot reach that level at all (too few repeats), the threshold alone
-  decides.
+- Latency (repeated timings), paired per case: each case's change against its own baseline
+  (median log timing now minus then); the key's statistic (p50, p95, mean) of those per-case
+  changes is compared. FAIL when it is beyond the threshold AND the data show it beyond the null
+  line (the threshold by default): van Elteren's rank-sum test stratified by case (one-sided
+  p < 0.001; 0.0005 per side for windows), or for p95 enough cases (the k that carry the
+  percentile) each beyond it by more than their noise. Beyond the threshold but untestable with
+  this sample (too few repeats and cases, or noise wider than `testable_resolution` thresholds) is
+  UNTESTABLE, which fails (exit 1): never a pass.
 - Memory and static figures (peaks, weights bytes): max against the threshold, no test — the
   allocator's peaks are near-deterministic for a fixed seed and shape.
 - OOM rate: compared exactly.
 - Quality (one value per case): paired by case id. FAIL when the mean per-case change is beyond
   the threshold AND its 95 % bootstrap interval lies wholly on the worse side of zero, or when
-  more than 25 % of the paired cases each got worse beyond the threshold (for "%": that fraction
-  of the baseline mean), or when a case the baseline measured has no value now.
+  more than 25 % of the paired cases, and at least 2, each got worse beyond the threshold (for "%":
+  that fraction of the baseline mean), or when a case the baseline measured has no value now.
 """
 
 from __future__ import annotations
@@ -44,10 +47,13 @@ from .stats import (
     DEFAULT_SETTINGS,
     LATENCY_NULLS,
     GateSettings,
+    case_statistic,
+    case_statistic_interval,
     fmt_p,
     paired_bootstrap_mean,
+    paired_changes,
     pooled_statistic,
-    stratified_bootstrap,
+    tail_test,
     van_elteren,
 )
 from .thresholds import LATENCY_KEYS, Family, Gates, Threshold, Worse, metric_family, parse_gates
@@ -59,6 +65,7 @@ class Verdict(str, Enum):
     FAIL = "FAIL"
     SKIP = "SKIP"
     NEW = "NEW"
+    UNTESTABLE = "UNTESTABLE"  # beyond the threshold, and the data cannot tell it from noise: fails (exit 1)
     NOT_COMPARABLE = "NOT COMPARABLE"
 
 
@@ -78,7 +85,7 @@ class Check:
 
     @property
     def failed(self) -> bool:
-        return self.verdict in (Verdict.FAIL, Verdict.NOT_COMPARABLE)
+        return self.verdict in (Verdict.FAIL, Verdict.UNTESTABLE, Verdict.NOT_COMPARABLE)
 
 
 @dataclass
@@ -111,8 +118,10 @@ class GateResult:
     def headline(self) -> str:
         if not self.comparable:
             return "not comparable"
-        n = len(self.failures)
-        return f"{n} regression{'s' if n != 1 else ''}" if n else "pass"
+        untestable = sum(c.verdict is Verdict.UNTESTABLE for c in self.checks)
+        n = len(self.failures) - untestable
+        parts = ([f"{n} regression{'s' if n != 1 else ''}"] if n else []) + ([f"{untestable} untestable"] if untestable else [])
+        return ", ".join(parts) if parts else "pass"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,7 +204,30 @@ def comparability_problems(base: RunData, run: RunData) -> list[tuple[str, str, 
         out.append(("hardware class", repr(base.hardware_class), repr(run.hardware_class),
                     "compare against the baseline for this hardware (baselines/<suite>/<hardware>.json)"))
     out += metric_convention_problems(base, run)
+    out += empty_baseline_variants(base, run)
     return out
+
+
+def empty_baseline_variants(base: RunData, run: RunData) -> list[tuple[str, str, str, str]]:
+    """Variants the baseline lists without a single record (its worker never reported): there is
+    nothing to hold the run's variant to, so every check would be SKIP and the gate would pass
+    whatever the run did. Not comparable, never a pass."""
+    out = []
+    for v in base.variants:
+        if base.records_of(v):
+            continue
+        recs = run.records_of(v)
+        now = (", ".join(f"{n} {s.value}" for s, n in _status_counts(recs)) + f" of {len(recs)} items") if recs else "no records"
+        out.append((f"baseline variant '{v}'", "listed with no records", now,
+                    f"the baseline has nothing to compare '{v}' with; promote a baseline from a run in which '{v}' ran"))
+    return out
+
+
+def _status_counts(records: list[Record]) -> list[tuple[Status, int]]:
+    counts: dict[Status, int] = {}
+    for r in records:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    return sorted(counts.items(), key=lambda kv: -kv[1])
 
 
 def recorded_conventions(data: RunData) -> dict[str, str | None]:
@@ -326,86 +358,120 @@ def _moved_back(values: dict[str, list[float]], shift: float, relative: bool, up
 
 
 def _latency_check(base: RunData, run: RunData, variant: str, name: str, thr: Threshold, settings: GateSettings) -> Check:
-    """Fails when the statistic moved beyond the threshold AND the data show that it did beyond
-    noise: van Elteren's test finds the timings shifted by more than the threshold (one-sided
-    p < alpha), or the stratified-bootstrap interval of the statistic's change lies wholly
-    beyond the threshold (a tail that moved without the bulk). Without enough repeats for the
-    rank test to ever reach alpha, the threshold alone decides."""
+    """Latency within runs, paired per case: each case's timings against its own baseline.
+
+    The statistic is the key's percentile (p50, p95) or mean of the per-case changes (log ratios of
+    each case's median timing for "%" thresholds, differences in seconds otherwise), so
+    cases of different cost never mix. It fails when that statistic is beyond the threshold AND the
+    data show it, at one-sided level alpha, beyond the null line (the threshold by default):
+    - van Elteren's rank-sum test stratified by case finds the timings shifted beyond it (the bulk
+      moved), or
+    - for p95: enough cases to carry the percentile (`cases_needed_for_percentile`) each changed
+      beyond it by more than their noise (`tail_test`; a tail that moved without the bulk).
+    A statistic beyond the threshold that this sample cannot test (too few repeats and cases) is
+    UNTESTABLE, which fails the gate: it is never a pass."""
     field_name, which = LATENCY_KEYS[name]
     b, c = base.timings_by_case(variant, field_name), run.timings_by_case(variant, field_name)
-    b_stat, c_stat = pooled_statistic(b, which), pooled_statistic(c, which)
-    rel, ab = _relative(c_stat, b_stat), c_stat - b_stat
-    change = rel if thr.relative else ab
+    b_pool, c_pool = pooled_statistic(b, which), pooled_statistic(c, which)
+    paired = paired_changes(b, c, relative=thr.relative, min_cases_for_spread=settings.min_cases_for_spread)
+    if paired is None:
+        return Check(name, variant, Verdict.FAIL, "no case has OK timings in both the baseline and this run",
+                     baseline=fmt_value(name, b_pool), current=fmt_value(name, c_pool), threshold=thr.describe())
+    stat = case_statistic(paired.changes, which)
+    if thr.relative:
+        rel = math.expm1(stat)
+        ab = b_pool * rel
+        change = rel
+    else:
+        ab = stat
+        rel = _relative(b_pool + stat, b_pool)
+        change = ab
     beyond = thr.exceeded(change)
     up = thr.worse is Worse.UP or (thr.worse is Worse.BOTH and change > 0)
     alpha = settings.latency_alpha / (2 if thr.worse is Worse.BOTH else 1)
-
     null_shift = thr.limit * LATENCY_NULLS[settings.latency_null]
+
     moved = _moved_back(c, null_shift, thr.relative, up)
-    test = van_elteren(b, moved) if moved is not None else None
-    testable = test is not None and test.p_min < alpha
-    p = test.p_towards(up) if test is not None else 1.0
-    rank_evidence = testable and p < alpha
+    rank = van_elteren(b, moved) if moved is not None else None
+    rank_testable = rank is not None and rank.p_min < alpha
+    p = rank.p_towards(up) if rank is not None else 1.0
+    rank_evidence = rank_testable and p < alpha
 
-    # Resampling within a case needs something to resample: with one repeat the interval is the
-    # point, and with two a heavy-tailed machine (cold first repeats, host contention) makes the
-    # bootstrap of a pooled p95 far too narrow (simulated false positives of several %). The
-    # interval is shown from two repeats on and is evidence only from `min_bootstrap_repeats`.
-    reps = min(min(len(v) for v in b.values()), min(len(v) for v in c.values()))
-    boot = (stratified_bootstrap(b, c, which, settings.latency_bootstrap, settings.rng(variant, name), settings.confidence)
-            if reps >= 2 else None)
-    ci_evidence = False
-    ci_text = "no repeats to bootstrap"
-    bound_text = ""
-    if boot is not None:
-        # The tail clause uses the same level as the rank test: the change minus z(alpha) bootstrap
-        # standard errors must still be beyond the threshold. (A normal bound from the bootstrap
-        # standard error; the 0.1 % percentile of 2000 resamples would rest on two of them.)
-        z = float(sps.norm.isf(alpha))
-        point, se = (rel, boot.ratio_se) if thr.relative else (ab, boot.difference_se)
-        bound = point - z * se if up else point + z * se
-        ci_evidence = reps >= settings.min_bootstrap_repeats and (bound > null_shift if up else bound < -null_shift)
-        if thr.relative:
-            lo, hi = boot.ratio[0] - 1, boot.ratio[1] - 1
-            ci_text = f"{settings.confidence:.0%} CI {lo * 100:+.1f}%…{hi * 100:+.1f}%"
-            bound_text = f"{bound * 100:+.1f}%"
-        else:
-            lo, hi = boot.difference
-            ci_text = f"{settings.confidence:.0%} CI {lo:+.3g}…{hi:+.3g} s"
-            bound_text = f"{bound:+.3g} s"
+    tail = None
+    if which == "p95" and moved is not None:
+        null_line = (math.log1p(null_shift) if up else math.log1p(-null_shift)) if thr.relative else (
+            null_shift if up else -null_shift)
+        tail = tail_test(paired, null_line, up, alpha, which)
+    # Testable: the test could confirm a case that moved `testable_resolution` thresholds beyond the
+    # null line, i.e. its noise at the test's level (z x sd) is no wider than that. Noisier data can
+    # neither confirm nor clear a change of the threshold's size, so "not significant" says nothing.
+    limit_line = (math.log1p(thr.limit) if thr.relative else thr.limit) * settings.testable_resolution
+    if which == "p95":
+        resolution = tail.resolution if tail is not None else None
+        tail_testable = tail is not None and tail.needed <= paired.n and resolution is not None and resolution <= limit_line
+        testable = tail_testable
+    else:  # the median and the mean: van Elteren's test, stratified by case, decides whether it can test
+        resolution = None
+        tail_testable = False
+        testable = rank_testable
+    tail_evidence = tail is not None and tail.needed <= paired.n and tail.evidence
 
-    paired = [k for k in b if c.get(k)]
-    worse_cases = sum(1 for k in paired if (np.median(c[k]) > np.median(b[k])) == up)
-    cases_text = f"{'slower' if up else 'faster'} in {worse_cases}/{len(paired)} cases"
-    shift_text = (f"{null_shift * 100:g}%" if thr.relative else f"{null_shift:g}") if null_shift else ""
+    def shown(x: float) -> str:
+        if not math.isfinite(x):
+            return "unbounded"
+        return f"{math.expm1(x) * 100:+.1f}%" if thr.relative else f"{x:+.3g} s"
+
+    lo, hi = case_statistic_interval(paired.changes, which, settings.confidence)
+    label = {"p50": "median", "p95": "95th percentile", "mean": "mean"}[which]
+    stat_text = (f"{label} of per-case changes over {paired.n} paired cases "
+                 f"({settings.confidence:.0%} CI {shown(lo)}…{shown(hi)})")
+    worse_cases = int(np.sum(paired.changes > 0)) if up else int(np.sum(paired.changes < 0))
+    cases_text = f"{'slower' if up else 'faster'} in {worse_cases}/{paired.n} cases"
+    shift_text = (f"{null_shift * 100:g}%" if thr.relative else f"{null_shift:g} s") if null_shift else ""
     by_more = f"more than {shift_text} " if null_shift else ""
+    noise_text = (f"case noise from {paired.noise_from}" if paired.noise_from
+                  else f"case noise unknown (one repeat, fewer than {settings.min_cases_for_spread} cases)")
     chg = fmt_change(name, rel, ab, thr)
-    if beyond and (rank_evidence or ci_evidence):
+    details: dict[str, Any] = {
+        "baseline": b_pool, "current": c_pool, "relative_change": rel, "paired_statistic": stat, "n": paired.n,
+        "strata": paired.n, "ci": (lo, hi), "p_beyond_threshold": p, "alpha": alpha, "testable": testable,
+        "rank_evidence": rank_evidence, "tail_evidence": tail_evidence, "ci_evidence": tail_evidence,
+        "tail_cases": list(tail.significant) if tail else [], "noise_from": paired.noise_from,
+        "resolution": None,
+    }
+    details["resolution"] = resolution
+    if beyond and (rank_evidence or tail_evidence):
         reasons = []
         if rank_evidence:
             reasons.append(f"the timings are significantly {by_more}{'slower' if up else 'faster'} "
                            f"(van Elteren p={fmt_p(p)} < {alpha:g}, {cases_text})")
-        if ci_evidence:
-            reasons.append(f"its bootstrap bound at the same level ({bound_text}) is beyond "
-                           f"{shift_text or 'no change'} ({ci_text})")
-        why, verdict = f"{chg} is beyond {thr.describe()}, and " + " and ".join(reasons), Verdict.FAIL
-    elif beyond and not testable and moved is not None:
-        why = (f"{chg} is beyond {thr.describe()}; too few repeats for the rank test to reach p < {alpha:g} "
-               f"(smallest possible p={fmt_p(test.p_min) if test else '—'}), so the threshold alone decides")
-        verdict = Verdict.FAIL
+        if tail_evidence and tail is not None:
+            shown_cases = ", ".join(tail.significant[:4]) + (f", +{len(tail.significant) - 4} more"
+                                                             if len(tail.significant) > 4 else "")
+            reasons.append(f"{len(tail.significant)} case(s) each changed beyond {shift_text or 'no change'} by more "
+                           f"than their noise (at least {tail.needed} needed for the percentile, level {alpha:g}): {shown_cases}")
+        why, verdict = f"{chg} ({stat_text}) is beyond {thr.describe()}, and " + " and ".join(reasons), Verdict.FAIL
+    elif beyond and not testable:
+        if resolution is not None and not (which != "p95" and not rank_testable):
+            cannot = (f"a case must move {shown(resolution)} beyond the null line to be confirmed at level {alpha:g} "
+                      f"({noise_text}), more than {settings.testable_resolution:g} x the threshold")
+        else:
+            cannot = (f"the rank test's smallest possible p is {fmt_p(rank.p_min) if rank else '—'} (needs < {alpha:g}); "
+                      f"{noise_text}")
+        why = (f"{chg} ({stat_text}) is beyond {thr.describe()}, and this sample cannot tell that from noise: "
+               f"{cannot}. Add repeats or cases, or gate a statistic the suite can test")
+        verdict = Verdict.UNTESTABLE
     elif beyond:
-        why = (f"{chg} is beyond {thr.describe()} but not significantly: p={fmt_p(p)} ≥ {alpha:g} that it "
-               f"{'exceeds ' + shift_text if null_shift else 'changed at all'}, "
-               f"bootstrap bound {bound_text or '—'} ({ci_text}), {cases_text}: within noise")
+        tail_text = (f", {len(tail.significant)} of the {tail.needed} case(s) the percentile needs are beyond it beyond "
+                     f"noise" if tail is not None and tail_testable else "")
+        why = (f"{chg} ({stat_text}) is beyond {thr.describe()} but not significantly: p={fmt_p(p)} ≥ {alpha:g} that "
+               f"it {'exceeds ' + shift_text if null_shift else 'changed at all'}{tail_text}, {cases_text}; "
+               f"{noise_text}: within noise")
         verdict = Verdict.PASS
     else:
-        why, verdict = f"within {thr.describe()} ({ci_text}, {cases_text})", Verdict.PASS
-    return Check(name, variant, verdict, why, baseline=fmt_value(name, b_stat), current=fmt_value(name, c_stat),
-                 change=chg, threshold=thr.describe(),
-                 details={"baseline": b_stat, "current": c_stat, "relative_change": rel, "p_beyond_threshold": p,
-                          "alpha": alpha, "testable": testable, "rank_evidence": rank_evidence, "ci_evidence": ci_evidence,
-                          "ci_ratio": boot.ratio if boot else None, "ci_difference": boot.difference if boot else None,
-                          "strata": len(paired)})
+        why, verdict = f"within {thr.describe()} ({stat_text}, {cases_text})", Verdict.PASS
+    return Check(name, variant, verdict, why, baseline=fmt_value(name, b_pool), current=fmt_value(name, c_pool),
+                 change=chg + f" (n={paired.n})", threshold=thr.describe(), details=details)
 
 
 @dataclass(frozen=True)
@@ -559,7 +625,8 @@ def _quality_check(base: RunData, run: RunData, variant: str, name: str, thr: Th
     if stat is not None and ci is not None and thr.exceeded(stat):
         worse_up = thr.worse is Worse.UP or (thr.worse is Worse.BOTH and stat > 0)
         systematic = ci[0] > 0 if worse_up else ci[1] < 0
-    widespread = len(worse_cases) > settings.worse_case_share * len(cases)
+    widespread = (len(worse_cases) > settings.worse_case_share * len(cases)
+                  and len(worse_cases) >= settings.widespread_min_cases)
 
     def num(x: float) -> str:
         return f"{x * 100:+.2f}%" if thr.relative else f"{x:+.3g}"
@@ -573,7 +640,10 @@ def _quality_check(base: RunData, run: RunData, variant: str, name: str, thr: Th
         parts[0] += f" is beyond {thr.describe()} but its interval includes 0"
     parts.append(f"{len(worse_cases)} of {len(cases)} cases worse beyond {thr.describe()}"
                  + (f" (> {settings.worse_case_share:.0%}, e.g. {worse_cases[0]})" if widespread else
-                    (f" (e.g. {worse_cases[0]})" if worse_cases else "")))
+                    (f" (e.g. {worse_cases[0]}; one case alone is not widespread)"
+                     if len(worse_cases) < settings.widespread_min_cases
+                     and len(worse_cases) > settings.worse_case_share * len(cases)
+                     else f" (e.g. {worse_cases[0]})" if worse_cases else "")))
     failed = systematic or widespread or bool(missing)
     why = "; ".join(problems + parts)
     b_mean, c_mean = float(np.mean(b)), float(np.mean(c))

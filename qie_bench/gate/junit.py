@@ -1,7 +1,7 @@
 """JUnit XML for CI test reporters: one test case per variant x gate key, plus the run-level
 checks (comparable, complete) and one status check per variant.
 
-FAIL rows are `<failure>`, NOT COMPARABLE rows are `<error>`, SKIP and NEW rows are `<skipped>`.
+FAIL rows are `<failure>` (UNTESTABLE ones too, with type "untestable"), NOT COMPARABLE rows are `<error>`, SKIP and NEW rows are `<skipped>`.
 A gate that could not run at all (a corrupted file) is one test case with an `<error>`.
 """
 
@@ -23,6 +23,8 @@ def _testcase(parent: ET.Element, check: Check) -> None:
               f"{check.why}")
     if check.verdict is Verdict.FAIL:
         ET.SubElement(case, "failure", message=check.why, type="regression").text = detail
+    elif check.verdict is Verdict.UNTESTABLE:  # not a pass: a failure CI shows, of its own type
+        ET.SubElement(case, "failure", message=check.why, type="untestable").text = detail
     elif check.verdict is Verdict.NOT_COMPARABLE:
         ET.SubElement(case, "error", message=check.why, type="not-comparable").text = detail
     elif check.verdict in (Verdict.SKIP, Verdict.NEW):
@@ -39,7 +41,7 @@ def _write(root: ET.Element, path: Path) -> None:
 def _counts(checks: list[Check]) -> dict[str, str]:
     return {
         "tests": str(len(checks)),
-        "failures": str(sum(c.verdict is Verdict.FAIL for c in checks)),
+        "failures": str(sum(c.verdict in (Verdict.FAIL, Verdict.UNTESTABLE) for c in checks)),
         "errors": str(sum(c.verdict is Verdict.NOT_COMPARABLE for c in checks)),
         "skipped": str(sum(c.verdict in (Verdict.SKIP, Verdict.NEW) for c in checks)),
     }

@@ -8,7 +8,7 @@ from pathlib import Path
 from ..results import atomic_write_text
 from .compare import Check, GateResult, Verdict
 
-_ICON = {Verdict.PASS: "✅", Verdict.FAIL: "❌", Verdict.NOT_COMPARABLE: "⛔", Verdict.SKIP: "➖", Verdict.NEW: "🆕"}
+_ICON = {Verdict.PASS: "✅", Verdict.FAIL: "❌", Verdict.UNTESTABLE: "❓", Verdict.NOT_COMPARABLE: "⛔", Verdict.SKIP: "➖", Verdict.NEW: "🆕"}
 _COLUMNS = ("", "metric", "variant", "baseline", "current", "change", "threshold", "verdict", "why")
 
 

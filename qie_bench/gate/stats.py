@@ -7,6 +7,10 @@ test lets that case-to-case spread drown a 10 % shift. The test used is therefor
 form of the Mann–Whitney U / Wilcoxon rank-sum test, van Elteren's test: repeats are ranked
 within each case, the rank sums are combined over cases, and the result is referred to the normal
 distribution. With a single case it is the ordinary Mann–Whitney U test (normal approximation).
+The statistic itself is paired per case (`paired_changes`: each case's median log timing against
+its own baseline) and a p95 is tested case by case (`tail_test`: enough cases to carry the
+percentile, each beyond the null line by more than its noise). `stratified_bootstrap` (the pooled
+statistic's interval) is kept for reports and simulations; the gate no longer decides with it.
 
 Quality is measured once per case (a seeded edit gives the same image on every repeat), so it is
 compared per case, paired by case id: the mean of the per-case differences, with a percentile
@@ -42,11 +46,14 @@ class GateSettings:
     # pass; "half-threshold"; "no-change" (asv's rule) — they differ at all. The statistic must be
     # beyond the whole threshold in every case. Measured trade-offs: docs/gate.md.
     latency_null: str = "threshold"
-    # Bootstrap resamples for the latency statistic's change. Its standard error gives the "tail"
-    # evidence (change - z(alpha) se beyond the threshold), used only with at least
-    # `min_bootstrap_repeats` repeats of every case in both runs.
-    latency_bootstrap: int = 2000
-    min_bootstrap_repeats: int = 3
+    # Latency is compared per case (each case against its own baseline). With one repeat per case
+    # the only estimate of a case's timing noise is the spread of the per-case changes over
+    # cases; below this many cases that spread is not read (a MAD of a handful says nothing).
+    min_cases_for_spread: int = 8
+    # A p95 is testable when its test could confirm a case that moved this many thresholds beyond
+    # the null line: its noise at the test's level (z x sd) is at most this many thresholds wide.
+    # Noisier data can neither confirm nor clear a change of the threshold's size: UNTESTABLE.
+    testable_resolution: float = 2.0
     # A baseline promoted from at least this many runs is tested between runs (its runs'
     # scatter), instead of by the repeats within one run, which cannot see a whole run move.
     min_history_runs: int = 3
@@ -56,6 +63,9 @@ class GateSettings:
     # A quality metric also fails when more than this share of the paired cases each got worse
     # beyond the threshold, whatever the mean says (a few broken edits hidden by many fine ones).
     worse_case_share: float = 0.25
+    # ... and at least this many cases: one case alone is never "widespread" (in a 3-case suite one
+    # case is a third of it); a single broken case is left to the mean rule and the status check.
+    widespread_min_cases: int = 2
     # Base seed of every bootstrap; each check derives its own from its variant and metric.
     seed: int = 20250914
 
@@ -225,3 +235,157 @@ def paired_bootstrap_mean(worsening: np.ndarray, rng: np.random.Generator, resam
 def fmt_p(p: float) -> str:
     return f"{p:.2g}" if p >= 1e-4 else f"{p:.1e}"
 
+
+
+# ---------------------------------------------------------------------------------------------
+# Latency, paired per case: each case against its own baseline
+
+
+@dataclass(frozen=True)
+class PairedChanges:
+    """Each paired case's change against its own baseline, and how noisy that change is.
+
+    ``changes``: per case, the median log timing of its repeats now minus the baseline's (a log
+    ratio, for "%" thresholds), or the median timing now minus then (seconds, for absolute ones).
+    ``noise_sd``: per case, the standard deviation of that change from timing noise alone, or None
+    when the data cannot show it (one repeat and too few cases to read it from their spread).
+    """
+
+    cases: tuple[str, ...]
+    changes: np.ndarray
+    noise_sd: np.ndarray | None
+    noise_df: int  # degrees of freedom of the noise estimate (0 without one)
+    noise_from: str  # "repeats", "cases", "repeats and cases" or "" (none)
+
+    @property
+    def n(self) -> int:
+        return len(self.cases)
+
+
+def case_statistic(changes: np.ndarray, which: str) -> float:
+    """The run-level statistic of per-case changes: their median (p50), 95th percentile (p95, linear
+    interpolation as in summary.json) or mean."""
+    return float(statistic(np.asarray(changes, dtype=float), which))
+
+
+def paired_changes(baseline: Mapping[str, Sequence[float]], current: Mapping[str, Sequence[float]], *,
+                   relative: bool, min_cases_for_spread: int) -> PairedChanges | None:
+    """Per-case changes of the cases with OK timings on both sides, and their noise.
+
+    The noise of a case's change has two estimates, and the larger is used:
+    - from repeats (every paired case has >= 2 repeats on both sides): the within-case sd (robust:
+      1.4826 x the median absolute deviation from each case's median, pooled over cases and both
+      runs; zero deviations, the median itself for odd repeats, left out), times sqrt(1/m + 1/n);
+    - from the spread of the changes over cases (at least `min_cases_for_spread` cases): 1.4826 x
+      their median absolute deviation around their median. Real per-case differences inflate it, and
+      it is the only estimate a run with one repeat has.
+    A shift common to every case (the whole run moved) is in neither: it moves every change alike.
+    """
+    cases = tuple(k for k in baseline if len(baseline[k]) and len(current.get(k, ())))
+    if not cases:
+        return None
+
+    def tx(v: Sequence[float]) -> np.ndarray:
+        a = np.asarray(v, dtype=float)
+        return np.log(np.maximum(a, 1e-12)) if relative else a
+
+    b = [tx(baseline[k]) for k in cases]
+    c = [tx(current[k]) for k in cases]
+    # each case's level is the median of its repeats: one stalled repeat does not move it
+    changes = np.array([np.median(ci) - np.median(bi) for bi, ci in zip(b, c)])
+    estimates: list[tuple[np.ndarray, int, str]] = []
+    if all(x.size >= 2 for x in b + c):
+        # robust: 1.4826 x the median absolute deviation of each repeat from its case's median,
+        # pooled over cases and both runs, so that one stalled repeat does not blind the test
+        resid = np.concatenate([x - np.median(x) for x in b + c])
+        df = sum(x.size - 1 for x in b + c)
+        nonzero = resid[np.abs(resid) > 0]
+        sd = 1.4826 * float(np.median(np.abs(nonzero))) if nonzero.size else 0.0
+        # the sd of a median of r values: ~1.2533 sd / sqrt(r) (exact for r <= 2: the mean)
+        def var_med(r: int) -> float:
+            return (1.0 if r <= 2 else 1.2533**2) / r
+
+        estimates.append((sd * np.sqrt(np.array([var_med(bi.size) + var_med(ci.size) for bi, ci in zip(b, c)])), df,
+                          "repeats"))
+    if len(cases) >= min_cases_for_spread:
+        robust = 1.4826 * float(np.median(np.abs(changes - np.median(changes))))
+        estimates.append((np.full(len(cases), robust), len(cases) - 1, "cases"))
+    if not estimates:
+        return PairedChanges(cases, changes, None, 0, "")
+    noise = np.max(np.stack([e[0] for e in estimates]), axis=0)
+    return PairedChanges(cases, changes, noise, min(e[1] for e in estimates), " and ".join(e[2] for e in estimates))
+
+
+def cases_needed_for_percentile(n: int, which: str) -> int:
+    """How many of n values must lie beyond a line for the percentile (linear interpolation) to lie
+    beyond it for certain: those at or above the lower of the two interpolated ranks."""
+    q = {"p50": 0.5, "p95": 0.95}[which]
+    return n - math.floor(q * (n - 1))
+
+
+@dataclass(frozen=True)
+class TailTest:
+    """Which cases changed beyond the null line by more than their noise (`tail_test`)."""
+
+    significant: tuple[str, ...]  # cases individually beyond, at family-wise level alpha
+    needed: int  # how many the percentile needs
+    p_values: dict[str, float]
+    resolution: float  # how far beyond the null line a typical case must be to be confirmed (z x noise sd)
+
+    @property
+    def evidence(self) -> bool:
+        return len(self.significant) >= self.needed
+
+
+def tail_test(paired: PairedChanges, null: float, up: bool, alpha: float, which: str) -> TailTest | None:
+    """Is the percentile of per-case changes beyond `null` because enough cases each are?
+
+    The percentile lies beyond `null` when at least k = `cases_needed_for_percentile` cases do. Each
+    case's standardised change z = (change - null) / noise sd is referred to Student's t with the
+    noise estimate's df; the evidence is that at least k cases have z beyond a critical value c
+    chosen so that, were no case truly beyond `null`, k or more of n independent cases would pass
+    it with probability alpha: binom.sf(k - 1, n, t.sf(c)) = alpha. (For k = 1 that is Sidak's
+    correction.) None when the noise is unknown or the percentile needs more cases than there are."""
+    if paired.noise_sd is None:
+        return None
+    n = paired.n
+    k = cases_needed_for_percentile(n, which)
+    if k > n:
+        return None
+    df = max(paired.noise_df, 1)
+    sign = 1.0 if up else -1.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(paired.noise_sd > 0, sign * (paired.changes - null) / paired.noise_sd,
+                     np.where(sign * (paired.changes - null) > 0, np.inf, -np.inf))
+    # the per-case level q with P(Binomial(n, q) >= k) = alpha, by bisection (monotone in q)
+    lo, hi = 0.0, 1.0
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if sps.binom.sf(k - 1, n, mid) < alpha else (lo, mid)
+    c = float(sps.t.isf(lo, df))
+    significant = tuple(paired.cases[i] for i in np.argsort(-z) if z[i] >= c)
+    p = sps.t.sf(z, df)
+    return TailTest(significant, k, {key: float(v) for key, v in zip(paired.cases, p)},
+                    c * float(np.median(paired.noise_sd)))
+
+
+def case_statistic_interval(changes: np.ndarray, which: str, confidence: float) -> tuple[float, float]:
+    """A distribution-free interval of the statistic over cases, treating the cases as a sample of
+    cases like them. Percentiles: the order-statistic interval (binomial coverage); a bound that
+    would need more cases than there are is infinite. Mean: Student's t interval."""
+    x = np.sort(np.asarray(changes, dtype=float))
+    n = x.size
+    tail = (1 - confidence) / 2
+    if which == "mean":
+        if n < 2:
+            return -math.inf, math.inf
+        half = float(sps.t.isf(tail, n - 1) * x.std(ddof=1) / math.sqrt(n))
+        return float(x.mean() - half), float(x.mean() + half)
+    q = {"p50": 0.5, "p95": 0.95}[which]
+    # P(X_(j) <= quantile) = P(Binomial(n, q) >= j): the lower bound is the largest j (1-based)
+    # with that >= 1 - tail; the upper the smallest j with P(Binomial(n, q) < j) >= 1 - tail.
+    lo_j = next((j for j in range(n, 0, -1) if sps.binom.sf(j - 1, n, q) >= 1 - tail), None)
+    hi_j = next((j for j in range(1, n + 1) if sps.binom.cdf(j - 1, n, q) >= 1 - tail), None)
+    lo = float(x[lo_j - 1]) if lo_j is not None else -math.inf
+    hi = float(x[hi_j - 1]) if hi_j is not None else math.inf
+    return lo, hi

@@ -94,6 +94,7 @@ class _Child:
     unit: Unit
     in_flight: str | None = None
     deadline: float = float("inf")  # set when the worker is placed (a Ray unit may queue first)
+    warmups: int = 0  # warm-up edits before the item in flight (its time limit covers them)
     built: dict[str, Any] | None = None
     lost: str | None = None  # why the executor lost the worker's host, if it did
 
@@ -377,7 +378,7 @@ class Orchestrator:
                 self._kill(child)
                 if child.in_flight:
                     item = by_key[child.in_flight]
-                    limit = m.case_timeout_s * (1 + (m.warmup_runs if item.repeat == 0 else 0))
+                    limit = m.case_timeout_s * (1 + child.warmups)
                     self._record(log, run_id, item, {"status": Status.TIMEOUT.value,
                                                      "error": f"no result within {limit:g} s (measurement.case_timeout_s)",
                                                      "stderr_tail": handle.stderr_tail()}, attempt, handle.pid, child)
@@ -403,7 +404,9 @@ class Orchestrator:
             elif kind == "start":
                 child.in_flight = event["key"]
                 item = by_key[event["key"]]
-                limit = m.case_timeout_s * (1 + (m.warmup_runs if item.repeat == 0 else 0))
+                # the worker says how many warm-up edits precede this one (a restarted worker warms up at any repeat)
+                child.warmups = int(event.get("warmup_edits", m.warmup_runs if item.repeat == 0 else 0))
+                limit = m.case_timeout_s * (1 + child.warmups)
                 child.deadline = time.monotonic() + limit
             elif kind == "record":
                 item = by_key[event["key"]]

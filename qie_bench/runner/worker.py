@@ -209,12 +209,17 @@ def main(spec_path: str) -> int:
     baseline = spec.get("baseline_variant")
     last_case: str | None = None
     edits_run = 0  # edits this worker started: the first pays for compilation and lazy loading
+    cold = True  # no edit has run in this process yet: a restarted or resumed worker starts cold
     for case_id, repeat in spec["items"]:
         case = cases[case_id]
         key = f"{variant_name}/{case_id}/{repeat}"
-        events.send("start", key=key)
+        # Warm up before each case's first repeat, and before this process's first timed edit
+        # whatever its repeat: a worker restarted (or resumed) at repeat 1 would otherwise time a
+        # cold edit. The record says how many warm-up edits ran just before it.
+        warmups = suite.measurement.warmup_runs if (repeat == 0 or cold) else 0
+        events.send("start", key=key, warmup_edits=warmups)
         seed = case.seed(gen.seed) if gen.seed_policy == "case-id" else gen.seed
-        record: dict[str, Any] = {"seed": seed}
+        record: dict[str, Any] = {"seed": seed, "warmup_edits": warmups}
         fault = faults.get(case_id)
         progress = EditProgress()
         try:
@@ -230,15 +235,16 @@ def main(spec_path: str) -> int:
                 # window; the case's repeats reuse what it allocated itself.
                 release_cache(loaded.device)
                 last_case = case_id
-            if repeat == 0:
-                for _ in range(suite.measurement.warmup_runs):
-                    progress = EditProgress(warmup=True)
-                    edits_run += 1
-                    warm = run_edit(loaded, images, case.instruction, warm_gen, seed, nvml, suite.measurement.nvml_period_s,
-                                    progress=progress, cache=runtime.cache)
-                    if edits_run == 1:
-                        record.update(_first_call(warm, warm_gen, warmup=True))
-                progress = EditProgress()
+            for _ in range(warmups):
+                progress = EditProgress(warmup=True)
+                cold = False
+                edits_run += 1
+                warm = run_edit(loaded, images, case.instruction, warm_gen, seed, nvml, suite.measurement.nvml_period_s,
+                                progress=progress, cache=runtime.cache)
+                if edits_run == 1:
+                    record.update(_first_call(warm, warm_gen, warmup=True))
+            progress = EditProgress()
+            cold = False
             edits_run += 1
             result = run_edit(loaded, images, case.instruction, gen, seed, nvml, suite.measurement.nvml_period_s, on_step,
                               progress, cache=runtime.cache)
