@@ -49,6 +49,7 @@ class Reference(str, Enum):
     BASELINE = "baseline"  # the baseline variant's output for the same case and seed (compression fidelity)
     TEXT = "text"  # the case's target caption
     EXPECTED_TEXT = "expected_text"  # the text the output must show (text cases), read by OCR
+    INSTRUCTION = "instruction"  # the source image and the edit instruction (a VLM judge's semantic consistency)
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,8 @@ class Metric(ABC):
     ``function``       the library entry point used, for the record
     ``model``          the :class:`~qie_bench.metrics.weights.ModelSpec` of the model it needs, if any
     ``settings``       fixed hyper-parameters, recorded so two runs can tell they used the same ones
+    ``default_on``     whether the metric is in the default list (False: run only when named, e.g.
+                       a 7B VLM judge)
     """
 
     name: ClassVar[str]
@@ -102,6 +105,7 @@ class Metric(ABC):
     function: ClassVar[str]
     model: ClassVar[ModelSpec | None] = None
     settings: ClassVar[dict[str, Any]] = {}
+    default_on: ClassVar[bool] = True
 
     def __init__(self, loaded: LoadedModel | None = None) -> None:
         if (loaded is None) != (self.model is None):
