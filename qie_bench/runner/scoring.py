@@ -29,7 +29,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,7 @@ from typing import Any
 from ..errors import UserInputError
 from ..results import RecordLog, Status, atomic_write_json, utc_now
 from ..results.records import Record
-from ..results.scores import SCORES_FILE, read_scores, score_applies, scoring_path
+from ..results.scores import SCORES_FILE, scoring_path
 
 
 @dataclass(frozen=True)
@@ -63,11 +63,12 @@ class ScoringOutcome:
     messages: list[str] = field(default_factory=list)
 
 
-def items_to_score(run_dir: Path, records: list[Record], variant: str, baseline: str | None, *,
+def items_to_score(run_dir: Path, records: list[Record], variant: str, baseline: str | None, names: Sequence[str], *,
                    rescore: bool = False) -> tuple[list[ScoreItem], int]:
-    """The outputs of ``variant`` to score, and how many already have a score for their image
-    (those are left alone unless ``rescore``). A score line with an ``error`` counts as missing."""
-    scores = {} if rescore else read_scores(run_dir)
+    """The outputs of ``variant`` to score, and how many already have every metric in ``names``
+    for their image (left alone unless ``rescore``). ``records`` are merged with their scores
+    (:func:`~qie_bench.results.rundir.load_records`); an output whose scoring failed counts as
+    missing, so a resumed run or ``score-run`` tries it again."""
     latest = {r.key: r for r in records}
     todo: list[ScoreItem] = []
     fresh = 0
@@ -76,8 +77,7 @@ def items_to_score(run_dir: Path, records: list[Record], variant: str, baseline:
             continue
         if not (run_dir / r.output_path).is_file():
             continue
-        score = scores.get(r.key)
-        if score is not None and score_applies(r, score) and not score.get("error"):
+        if not rescore and r.metrics is not None and not r.value("scoring_error") and all(n in r.metrics for n in names):
             fresh += 1
             continue
         base = None
@@ -104,6 +104,7 @@ class ScoringPhase:
                  on_message: Callable[[str], None] = lambda text: None) -> None:
         self.run_dir, self.run_id, self.metrics, self.case_dir = run_dir, run_id, metrics, case_dir
         self.raise_user_errors = raise_user_errors
+        self._previous: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
         self.max_image_pixels = max_image_pixels
         self.item_timeout_s, self.build_timeout_s, self.max_restarts = item_timeout_s, build_timeout_s, max_restarts
         self.on_message = on_message
@@ -114,14 +115,24 @@ class ScoringPhase:
         if suite.metrics is None:
             return None
         m = suite.measurement
-        return cls(run_dir, run_id, suite.metrics.model_dump(mode="json"), suite.case_set_dir(),
+        metrics = suite.metrics.model_dump(mode="json")
+        if metrics.get("judge") is None and suite.model.source == "pretrained":
+            metrics["judge"] = suite.model.id  # the edit model's own text encoder is the judge
+        return cls(run_dir, run_id, metrics, suite.case_set_dir(),
                    max_image_pixels=suite.cases.max_image_pixels, item_timeout_s=m.case_timeout_s,
                    build_timeout_s=m.build_timeout_s, max_restarts=m.max_child_restarts, **kw)
 
     def score_variant(self, variant: str, records: list[Record], baseline: str | None, *,
-                      rescore: bool = False, log: RecordLog | None = None) -> ScoringOutcome:
+                      rescore: bool = False, keep_other_metrics: bool = False,
+                      log: RecordLog | None = None) -> ScoringOutcome:
+        """Score what ``variant`` lacks (everything with ``rescore``). With ``keep_other_metrics``
+        (``score-run --metrics``), the values of metrics not computed now are carried into the
+        new score lines, so re-scoring one metric does not drop the others."""
         started = time.perf_counter()
-        todo, fresh = items_to_score(self.run_dir, records, variant, baseline, rescore=rescore)
+        todo, fresh = items_to_score(self.run_dir, records, variant, baseline, self.metrics.get("names") or (),
+                                     rescore=rescore)
+        self._previous = {r.key: (dict(r.metrics or {}), dict(r.value("metric_details") or {}))
+                          for r in records if keep_other_metrics and r.variant == variant}
         outcome = ScoringOutcome(variant, skipped_fresh=fresh)
         if not todo:
             return outcome
@@ -162,6 +173,11 @@ class ScoringPhase:
             line.update(metrics={name: None for name in self.metrics.get("names") or ()}, error=error)
         if event is not None and event.get("error"):
             line["error"] = event["error"]
+        old_metrics, old_details = self._previous.get(item.key, ({}, {}))
+        if old_metrics:
+            line["metrics"] = {**old_metrics, **line["metrics"]}
+            details = {k: v for k, v in old_details.items() if k not in (self.metrics.get("names") or ())}
+            line["metric_details"] = {**details, **(line.get("metric_details") or {})} or None
         try:
             log.append(line)
         except OSError as err:
