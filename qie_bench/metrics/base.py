@@ -89,6 +89,9 @@ class Metric(ABC):
     ``settings``       fixed hyper-parameters, recorded so two runs can tell they used the same ones
     ``default_on``     whether the metric is in the default list (False: run only when named, e.g.
                        a 7B VLM judge)
+    ``headline``       whether the report gives it its own per-category plot and a line under every
+                       gallery image: the metrics that say whether the edit happened (OCR, judge,
+                       locality), as the fidelity rank does for closeness to the baseline
     """
 
     name: ClassVar[str]
@@ -106,6 +109,7 @@ class Metric(ABC):
     model: ClassVar[ModelSpec | None] = None
     settings: ClassVar[dict[str, Any]] = {}
     default_on: ClassVar[bool] = True
+    headline: ClassVar[bool] = False
 
     def __init__(self, loaded: LoadedModel | None = None) -> None:
         if (loaded is None) != (self.model is None):

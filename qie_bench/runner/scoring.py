@@ -146,7 +146,9 @@ class ScoringPhase:
                 remaining = [i for i in remaining if i.key not in done]
                 if not remaining or why == "done":
                     break
-                if why == "fatal" or restarts >= self.max_restarts:
+                if why.startswith("the scorer could not be built"):
+                    self.on_message(f"{variant}: outputs not scored: {why}")
+                if why.startswith(("the scorer could not be built", "building the scorer")) or restarts >= self.max_restarts:
                     for item in remaining:  # the scorer cannot be built: every output alike
                         self._write(log, item, None, error=f"not scored: {why}", outcome=outcome)
                     break

@@ -384,6 +384,7 @@ class JudgeOverall(_JudgeMetric):
 
     name = "judge_overall"
     label = "judge overall (VLM)"
+    headline = True
     reference = Reference.INSTRUCTION
     which = "overall"
 
