@@ -199,3 +199,25 @@ def test_score_run_bad_input_is_one_line_exit_2_and_nothing_changes(scored_run: 
 def test_score_run_on_a_folder_that_is_not_a_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["score-run", str(tmp_path / "nope")]) == 2
     assert "run directory not found" in capsys.readouterr().err
+
+
+def test_report_shows_the_new_metrics_and_what_ocr_read(scored_run: Path, tmp_path: Path) -> None:
+    """Quality table, per-category plots and gallery of a scored run; the recognised text of a
+    text case (planted in its score line, as rapidocr would give it) under its output."""
+    run = _copy(scored_run, tmp_path)
+    lines = [json.loads(x) for x in (run / "scores.jsonl").read_text().splitlines()]
+    for line in lines:
+        if line["key"] == "bf16/txt-price-mug/0":
+            line["metrics"]["text_accuracy"] = 0.75
+            line["metric_details"]["text_accuracy"]["recognised"] = ["$14.9", "mug"]
+    (run / "scores.jsonl").write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines))
+    assert main(["score-run", str(run), "--metrics", "ssim"]) == 0  # nothing to score; the summary is rebuilt
+    assert json.loads((run / "summary.json").read_text())["variants"]["bf16"]["metrics"]["text_accuracy"]["mean"] == 0.75
+    report = tmp_path / "r.html"
+    assert main(["report", str(run), "--out", str(report)]) == 0
+    html = report.read_text()
+    for name in ("text_accuracy ↑", "judge_overall ↑", "judge_sc ↑"):
+        assert name in html, f"{name} in the quality table"
+    assert "Per-category quality: text_accuracy" in html and "Per-category quality: judge_overall" in html
+    assert "read: “$14.9 / mug”" in html and "read: nothing" in html
+    assert "must show: “$14.99”" in html

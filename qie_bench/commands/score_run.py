@@ -88,6 +88,8 @@ def score_run(run_dir: Path, args: argparse.Namespace, on_message: Any = print) 
     if not case_dir.is_dir():
         raise UserInputError(where, f"case set folder {case_dir} not found", "pass --cases DIR (the run's case set)")
     case_set = load_case_set(case_dir, max_image_pixels=suite.cases.max_image_pixels)
+    if suite.cases.select:  # the run's fingerprint is of the cases it selected (plan.make_plan)
+        case_set = case_set.select(suite.cases.select)
     if want and case_set.fingerprint != want:
         raise UserInputError(where, f"case set {case_dir} has fingerprint {case_set.fingerprint[:19]}…, the run used "
                                     f"{want[:19]}…", "pass the case set the run used")

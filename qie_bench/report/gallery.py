@@ -42,6 +42,7 @@ class GalleryRow:
     reason: str  # why it is ranked where it is
     sources: list[Thumb]
     outputs: list[Thumb]
+    expected_text: str | None = None  # what a text case's output must show (each output's line says what OCR read)
 
 
 @dataclass
@@ -180,9 +181,8 @@ def build_gallery(data: ReportData, max_cases: int | None = 40, px: int = THUMB_
         sources = []
         if case is not None:
             for i, p in enumerate(case.image_paths):
-                expects = [f"expects “{case.expected_text}”"] if i == 0 and case.expected_text else []
                 sources.append(Thumb(f"input {i + 1}" if len(case.image_paths) > 1 else "source", thumbs.uri(p), p,
-                                     [p.name, *expects]))
+                                     [p.name]))
                 shown.append(p)
         outputs = []
         for col in cols:
@@ -211,6 +211,6 @@ def build_gallery(data: ReportData, max_cases: int | None = 40, px: int = THUMB_
                 shown.append(path)
         rows.append(GalleryRow(cid, case.category if case else data.categories.get(cid, "?"),
                                case.language if case else "", case.instruction if case else "(case set not found)",
-                               reason, sources, outputs))
+                               reason, sources, outputs, case.expected_text if case else None))
     columns = ["source"] + [t.label for t in (rows[0].outputs if rows else [])]
     return Gallery(rows, omitted, order, columns, list(dict.fromkeys(shown)))

@@ -64,6 +64,18 @@ def read_scores(run_dir: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
+def repair_scores(run_dir: Path) -> None:
+    """Cut a torn last line (a scoring phase killed mid-write) off ``scores.jsonl`` so appends
+    continue on a line of their own; the score it was writing is re-made as missing."""
+    path = run_dir / SCORES_FILE
+    if path.exists():
+        data = path.read_bytes()
+        keep = data.rfind(b"\n") + 1
+        if keep != len(data):
+            with open(path, "r+b") as f:
+                f.truncate(keep)
+
+
 def score_applies(record: Record, score: dict[str, Any]) -> bool:
     """Whether ``score`` scored this record's output (same image hash, or no hash to compare)."""
     return record.ok and (score.get("output_sha256") is None or score.get("output_sha256") == record.output_sha256)
@@ -80,6 +92,8 @@ def apply_scores(records: Iterable[Record], scores: dict[str, dict[str, Any]]) -
                 update["metric_details"] = score["metric_details"]
             if score.get("error"):
                 update["scoring_error"] = score["error"]
+            if score.get("metric_weights"):
+                update["metric_weights"] = score["metric_weights"]  # what the scores were made with
             record = Record.model_validate({**record.model_dump(), **update})
         out.append(record)
     return out

@@ -37,7 +37,7 @@ from typing import Any
 from ..errors import UserInputError
 from ..results import RecordLog, Status, atomic_write_json, utc_now
 from ..results.records import Record
-from ..results.scores import SCORES_FILE, scoring_path
+from ..results.scores import SCORES_FILE, repair_scores, scoring_path
 
 
 @dataclass(frozen=True)
@@ -64,9 +64,9 @@ class ScoringOutcome:
 
 
 def items_to_score(run_dir: Path, records: list[Record], variant: str, baseline: str | None, names: Sequence[str], *,
-                   rescore: bool = False) -> tuple[list[ScoreItem], int]:
+                   weights: str | None = None, rescore: bool = False) -> tuple[list[ScoreItem], int]:
     """The outputs of ``variant`` to score, and how many already have every metric in ``names``
-    for their image (left alone unless ``rescore``). ``records`` are merged with their scores
+    for their image, made with ``weights`` (left alone unless ``rescore``). ``records`` are merged with their scores
     (:func:`~qie_bench.results.rundir.load_records`); an output whose scoring failed counts as
     missing, so a resumed run or ``score-run`` tries it again."""
     latest = {r.key: r for r in records}
@@ -77,7 +77,9 @@ def items_to_score(run_dir: Path, records: list[Record], variant: str, baseline:
             continue
         if not (run_dir / r.output_path).is_file():
             continue
-        if not rescore and r.metrics is not None and not r.value("scoring_error") and all(n in r.metrics for n in names):
+        made_with = r.value("metric_weights")
+        if (not rescore and r.metrics is not None and not r.value("scoring_error") and all(n in r.metrics for n in names)
+                and (weights is None or made_with is None or made_with == weights)):
             fresh += 1
             continue
         base = None
@@ -130,13 +132,15 @@ class ScoringPhase:
         new score lines, so re-scoring one metric does not drop the others."""
         started = time.perf_counter()
         todo, fresh = items_to_score(self.run_dir, records, variant, baseline, self.metrics.get("names") or (),
-                                     rescore=rescore)
+                                     weights=self.metrics.get("weights"), rescore=rescore)
         self._previous = {r.key: (dict(r.metrics or {}), dict(r.value("metric_details") or {}))
                           for r in records if keep_other_metrics and r.variant == variant}
         outcome = ScoringOutcome(variant, skipped_fresh=fresh)
         if not todo:
             return outcome
         own_log = log is None
+        if own_log:
+            repair_scores(self.run_dir)
         log = log or RecordLog(self.run_dir / SCORES_FILE)
         try:
             remaining = list(todo)
