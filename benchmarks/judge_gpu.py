@@ -29,7 +29,11 @@ def build_full_judge(device: str = "cuda", max_pixels: int = 1024 * 1024):
 
     from qie_bench.metrics.catalog.judge import QwenJudge
     from qie_bench.models import full_size_config
-    from qie_bench.models.tiny import QWEN_SPECIAL_TOKENS, build_processor, build_tokenizer
+    from qie_bench.models.tiny import (
+        QWEN_SPECIAL_TOKENS,
+        build_processor,
+        build_tokenizer,
+    )
 
     tokenizer = build_tokenizer()
     cfg = full_size_config("text_encoder")

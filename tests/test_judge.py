@@ -15,7 +15,7 @@ from gate_fixtures import gate, make_world, no_fsync, promote, write_run
 from PIL import Image
 
 from qie_bench.gate.thresholds import metric_direction
-from qie_bench.metrics import MetricsConfig, Scorer, ScoreInputs
+from qie_bench.metrics import MetricsConfig, ScoreInputs, Scorer
 from qie_bench.metrics.catalog import judge as J
 from qie_bench.metrics.prepared import Prepared
 from qie_bench.metrics.registry import REGISTRY

@@ -31,6 +31,7 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,14 @@ from ..errors import UserInputError
 from ..results import RecordLog, Status, atomic_write_json, utc_now
 from ..results.records import Record
 from ..results.scores import SCORES_FILE, repair_scores, scoring_path
+
+
+class _End(Enum):
+    """How one scoring child ended."""
+
+    DONE = "done"  # every item scored (each possibly null with its reason)
+    FATAL = "fatal"  # the scorer could not be built: a fresh child would fail alike
+    FAILED = "failed"  # crashed or hung on an item (written null with the reason): a fresh child goes on
 
 
 @dataclass(frozen=True)
@@ -146,14 +155,14 @@ class ScoringPhase:
             remaining = list(todo)
             restarts = 0
             while remaining:
-                done, why = self._one_child(variant, remaining, log, outcome, restarts)
+                done, end, why = self._one_child(variant, remaining, log, outcome, restarts)
                 remaining = [i for i in remaining if i.key not in done]
-                if not remaining or why == "done":
+                if not remaining or end is _End.DONE:
                     break
-                if why.startswith("the scorer could not be built"):
-                    self.on_message(f"{variant}: outputs not scored: {why}")
-                if why.startswith(("the scorer could not be built", "building the scorer")) or restarts >= self.max_restarts:
-                    for item in remaining:  # the scorer cannot be built: every output alike
+                if end is _End.FATAL or restarts >= self.max_restarts:
+                    # the scorer cannot be built (or keeps dying): every remaining output alike
+                    self.on_message(f"{variant}: {len(remaining)} output(s) not scored: {why}")
+                    for item in remaining:
                         self._write(log, item, None, error=f"not scored: {why}", outcome=outcome)
                     break
                 restarts += 1
@@ -195,9 +204,8 @@ class ScoringPhase:
             outcome.scored += 1
 
     def _one_child(self, variant: str, items: list[ScoreItem], log: RecordLog, outcome: ScoringOutcome,
-                   attempt: int) -> tuple[set[str], str]:
-        """Run one scoring child over ``items``; return the keys written and why it ended
-        ('done', 'fatal', 'crash', 'timeout')."""
+                   attempt: int) -> tuple[set[str], _End, str]:
+        """Run one scoring child over ``items``; return the keys written, how it ended and why."""
         read_fd, write_fd = os.pipe()
         spec = {
             "metrics": self.metrics,
@@ -242,11 +250,11 @@ class ScoringPhase:
                 except queue.Empty:
                     _kill(proc)
                     if in_flight is None:
-                        return done, f"building the scorer took longer than {self.build_timeout_s:g} s"
+                        return done, _End.FATAL, f"building the scorer took longer than {self.build_timeout_s:g} s"
                     self._write(log, by_key[in_flight], None, outcome=outcome,
                                 error=f"scoring took longer than {self.item_timeout_s:g} s (measurement.case_timeout_s)")
                     done.add(in_flight)
-                    return done, "timeout"
+                    return done, _End.FAILED, "an output took too long"
                 kind = event["type"]
                 if kind == "ready":
                     atomic_write_json(scoring_path(self.run_dir, variant),
@@ -261,19 +269,19 @@ class ScoringPhase:
                 elif kind == "fatal":
                     proc.wait()
                     if event.get("user_error") and self.raise_user_errors:
-                        raise UserInputError("metrics", event["error"])
+                        raise UserInputError("score-run", event["error"])
                     outcome.messages.append(event["error"])
-                    return done, f"the scorer could not be built: {event['error']}"
+                    return done, _End.FATAL, f"the scorer could not be built: {event['error']}"
                 elif kind == "eof":
                     code = proc.wait()
                     if code == 0 and in_flight is None:
-                        return done, "done"
+                        return done, _End.DONE, "done"
                     why = _exit_description(code)
                     if in_flight is not None:
                         self._write(log, by_key[in_flight], None, outcome=outcome,
                                     error=f"scoring process {why}: {_tail(log_path)}")
                         done.add(in_flight)
-                    return done, "crash" if in_flight is not None or code != 0 else "done"
+                    return done, _End.FAILED, f"scoring process {why}"
         finally:
             if proc.poll() is None:
                 _kill(proc)
@@ -334,7 +342,9 @@ def main(spec_path: str) -> int:
     except Exception as err:
         from ..errors import UserInputError as _UserInputError
 
-        events.send("fatal", error=f"{type(err).__name__}: {str(err)[:2000]}", user_error=isinstance(err, _UserInputError),
+        user_error = isinstance(err, _UserInputError)
+        events.send("fatal", error=str(err)[:2000] if user_error else f"{type(err).__name__}: {str(err)[:2000]}",
+                    user_error=user_error,
                     traceback=traceback.format_exc(limit=20))
         return 1
     for item in spec["items"]:
