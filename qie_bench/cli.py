@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "qie_bench.commands.cases",
     "qie_bench.commands.env",
     "qie_bench.metrics.cli",
+    "qie_bench.commands.score_run",
     "qie_bench.commands.baseline",
     "qie_bench.commands.gate",
     "qie_bench.commands.report",

@@ -59,10 +59,12 @@ def test_a_different_power_limit_is_not_comparable() -> None:
     from qie_bench.gate.compare import comparability_problems
     from qie_bench.gate.rundata import RunData, validate_records as vr
 
+    recs = vr([{"key": "bf16/c0/0", "variant": "bf16", "case_id": "c0", "repeat": 0, "status": "OK", "latency_s": 2.0}], "x")
+
     def data(summary: dict) -> RunData:
         return RunData(label="x", run_id=summary["run_id"], fingerprint=summary["fingerprint"], weights=summary["weights"],
                        gates={}, baseline_variant=None, variants=list(summary["variants"]),
-                       variant_summaries=summary["variants"], records=vr([], "x"), planned_keys=[], summary_complete=True)
+                       variant_summaries=summary["variants"], records=recs, planned_keys=["bf16/c0/0"], summary_complete=True)
 
     same = comparability_problems(data(_summary()), data(_summary()))
     assert not same

@@ -418,7 +418,9 @@ def test_registry_rejects_duplicates_and_suggests_names() -> None:
 
 def test_config_defaults_and_validation() -> None:
     config = MetricsConfig()
-    assert config.names == REGISTRY.names() and config.names[: len(ALL_METRICS)] == ALL_METRICS
+    on = tuple(n for n in REGISTRY.names() if REGISTRY.get(n).default_on)
+    assert config.names == on and config.names[: len(ALL_METRICS)] == ALL_METRICS
+    assert {"judge_sc", "judge_pq", "judge_overall"} <= set(REGISTRY.names()) - set(on)  # a 7B judge only when named
     assert config.weights == "real" and config.device == "cpu"
     assert MetricsConfig(names="ssim, psnr").names == ("ssim", "psnr")
     with pytest.raises(ValidationError, match="did you mean 'ssim'"):

@@ -74,6 +74,11 @@ class Metric(ABC):
     ``function``       the library entry point used, for the record
     ``model``          the :class:`~qie_bench.metrics.weights.ModelSpec` of the model it needs, if any
     ``settings``       fixed hyper-parameters, recorded so two runs can tell they used the same ones
+    ``default_on``     whether the metric is in the default list (False: run only when named, e.g.
+                       a 7B VLM judge)
+    ``headline``       whether the report gives it its own per-category plot and a line under every
+                       gallery image: the metrics that say whether the edit happened (OCR, judge,
+                       locality), as the fidelity rank does for closeness to the baseline
     """
 
     name: ClassVar[str]
@@ -90,6 +95,8 @@ class Metric(ABC):
     function: ClassVar[str]
     model: ClassVar[ModelSpec | None] = None
     settings: ClassVar[dict[str, Any]] = {}
+    default_on: ClassVar[bool] = True
+    headline: ClassVar[bool] = False
 
     def __init__(self, loaded: LoadedModel | None = None) -> None:
         if (loaded is None) != (self.model is None):

@@ -41,6 +41,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--caption", metavar="TEXT", help="target caption, for clip_score")
     parser.add_argument("--expected-text", metavar="TEXT",
                         help="the text the output must show, for text_accuracy and text_found (OCR)")
+    parser.add_argument("--instruction", metavar="TEXT",
+                        help="the edit instruction, for the VLM judge's semantic consistency (judge_sc, judge_overall)")
+    parser.add_argument("--judge", metavar="DIR",
+                        help="the VLM judge's weights: a Qwen2.5-VL-Instruct directory or a Qwen-Image-Edit checkpoint")
     parser.add_argument("--metrics", metavar="A,B,...",
                         help="comma-separated metric names (default: all whose weights are available)")
     parser.add_argument("--weights", choices=("real", "random"), default="real",
@@ -57,7 +61,8 @@ def _config(args: argparse.Namespace) -> Any:
     from .config import MetricsConfig
     from .registry import REGISTRY
 
-    fields: dict[str, Any] = {"weights": args.weights, "weights_dir": args.weights_dir, "device": args.device}
+    fields: dict[str, Any] = {"weights": args.weights, "weights_dir": args.weights_dir, "device": args.device,
+                              "judge": args.judge}
     if args.metrics:
         names = [n.strip() for n in args.metrics.split(",") if n.strip()]
         for name in names:
@@ -86,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
         mask=load_mask(args.mask, source.size) if args.mask else None,
         caption=args.caption,
         expected_text=args.expected_text,
+        instruction=args.instruction,
     )
     from .scorer import Scorer
 

@@ -23,8 +23,9 @@ _DEVICE = re.compile(rf"^(?:{'|'.join(DEVICE_TYPES)})(?::(?:0|[1-9][0-9]*))?$")
 
 
 def default_metric_names() -> tuple[str, ...]:
-    """Every registered metric, in registration order."""
-    return REGISTRY.names()
+    """Every registered metric that is on by default (a VLM judge is only run when named), in
+    the registry's order."""
+    return tuple(cls.name for cls in REGISTRY.classes() if cls.default_on)
 
 
 class MetricsConfig(BaseModel):
@@ -40,6 +41,10 @@ class MetricsConfig(BaseModel):
     ``device``       where metric models run; ``"cpu"`` by default so they never compete with
                      the model under test for GPU memory or time. Validated without torch.
     ``random_seed``  seed of the random-weight models.
+    ``judge``        the VLM judge's weights (``judge_*`` metrics): a local Qwen2.5-VL-Instruct
+                     directory, or a Qwen-Image-Edit checkpoint (directory or Hugging Face id in
+                     the local cache) whose ``text_encoder/`` is one. Never downloaded. Unset in a
+                     run of a ``pretrained`` model: that model's own text encoder.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -49,6 +54,7 @@ class MetricsConfig(BaseModel):
     weights_dir: str | None = None
     device: str = "cpu"
     random_seed: int = Field(default=0, ge=0)
+    judge: str | None = None
 
     @field_validator("names", mode="before")
     @classmethod

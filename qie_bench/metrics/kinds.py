@@ -20,3 +20,4 @@ class Reference(str, Enum):
     BASELINE = "baseline"  # the baseline variant's output for the same case and seed (compression fidelity)
     TEXT = "text"  # the case's target caption
     EXPECTED_TEXT = "expected_text"  # the text the output must show (text cases), read by OCR
+    INSTRUCTION = "instruction"  # the source image and the edit instruction (a VLM judge's semantic consistency)

@@ -31,7 +31,8 @@ class ScoreInputs:
     ``mask`` is a bool ``H x W`` array in *source* pixel coordinates, ``True`` where the edit may
     change pixels; ``None`` when the case has no mask (then the ``*_outside_mask`` metrics are
     ``None``). ``baseline_output`` is the baseline variant's output for the same case and seed.
-    ``expected_text`` is the text the output must show (a text case's ``expected_text``).
+    ``expected_text`` is the text the output must show (a text case's ``expected_text``);
+    ``instruction`` the edit instruction itself (what a VLM judge checks the edit against).
     """
 
     output: Image.Image
@@ -40,6 +41,7 @@ class ScoreInputs:
     mask: np.ndarray | None = None
     caption: str | None = None
     expected_text: str | None = None
+    instruction: str | None = None
 
 
 class Prepared:
@@ -129,6 +131,8 @@ class Prepared:
             return "no target caption"
         if reference is Reference.EXPECTED_TEXT and not (self.inputs.expected_text or "").strip():
             return "case has no expected text"
+        if reference is Reference.INSTRUCTION and not (self.inputs.instruction or "").strip():
+            return "no edit instruction"
         if region == "whole":
             return None
         if self.mask is None:

@@ -49,7 +49,9 @@ class Scorer:
         self.weights_kind: str = config.weights
         self.device = torch.device(config.device)
         classes = [REGISTRY.get(name) for name in config.names]
-        store = ModelStore(config.weights, config.weights_dir, config.device, config.random_seed)
+        locations = {key: getattr(config, key) for cls in classes
+                     if cls.model is not None and (key := cls.model.config_key) is not None}
+        store = ModelStore(config.weights, config.weights_dir, config.device, config.random_seed, locations)
         needs: dict[ModelSpec, list[str]] = {}
         for cls in classes:
             if cls.model is not None:

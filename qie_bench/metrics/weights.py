@@ -169,6 +169,9 @@ class ModelSpec:
     build_real: Callable[[Path, Any], Any] = field(compare=False)  # (path, torch.device)
     build_random: Callable[[int, Any], Any] = field(compare=False)  # (seed, torch.device)
     how_to_get: str = ""  # one-line instruction for a machine with network access
+    # The MetricsConfig field that names this model's location explicitly (e.g. "judge"); when
+    # set, ``locate`` receives that location (or None when unset) instead of ``weights_dir``.
+    config_key: str | None = None
 
 
 class ModelStore:
@@ -178,8 +181,10 @@ class ModelStore:
     built; :meth:`preflight` turns what is missing into one :class:`UserInputError`.
     """
 
-    def __init__(self, weights: WeightsKind, weights_dir: str | None, device: str, seed: int) -> None:
+    def __init__(self, weights: WeightsKind, weights_dir: str | None, device: str, seed: int,
+                 locations: dict[str, str | None] | None = None) -> None:
         self.weights = weights
+        self.locations = dict(locations or {})  # a spec's config_key -> its configured location
         self.weights_dir = Path(weights_dir).expanduser() if weights_dir else None
         self.device = device
         self.seed = seed
@@ -194,8 +199,12 @@ class ModelStore:
             return {}
         missing = {}
         for spec, metric_names in needs.items():
+            where = self.weights_dir
+            if spec.config_key is not None:
+                given = self.locations.get(spec.config_key)
+                where = Path(given).expanduser() if given else None
             try:
-                self._located[spec.key] = spec.locate(self.weights_dir)
+                self._located[spec.key] = spec.locate(where)
             except WeightsNotFound as err:
                 detail = "; ".join(err.problems + [f"looked in: {', '.join(err.looked)}"])
                 missing[spec] = f"{spec.label} for {', '.join(metric_names)} ({detail}; to get it: {spec.how_to_get})"

@@ -77,38 +77,11 @@ def build_processor(tokenizer, condition_area: int):
     return Qwen2VLProcessor(image_processor=image_processor, tokenizer=tokenizer, video_processor=video_processor)
 
 
-def build_components(sizes: TinySizes, seed: int, condition_area: int) -> dict[str, Any]:
-    """Build every pipeline component at toy size, each from ``seed`` so the set is reproducible."""
-    from diffusers import AutoencoderKLQwenImage, FlowMatchEulerDiscreteScheduler, QwenImageTransformer2DModel
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+def text_encoder_config(sizes: TinySizes, tokenizer: Any) -> Any:
+    """The toy Qwen2.5-VL config (text encoder of the tiny pipeline; the VLM judge's random stand-in)."""
+    from transformers import Qwen2_5_VLConfig
 
-    tokenizer = build_tokenizer()
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
-    torch.manual_seed(seed)
-    inner = sizes.attention_head_dim * sizes.attention_heads
-    transformer = QwenImageTransformer2DModel(
-        patch_size=2,
-        in_channels=sizes.vae_z_dim * 4,
-        out_channels=sizes.vae_z_dim,
-        num_layers=sizes.transformer_layers,
-        attention_head_dim=sizes.attention_head_dim,
-        num_attention_heads=sizes.attention_heads,
-        joint_attention_dim=sizes.text_hidden,
-        guidance_embeds=False,
-        axes_dims_rope=(sizes.attention_head_dim // 2, sizes.attention_head_dim // 4, sizes.attention_head_dim // 4),
-    )
-    assert inner % 2 == 0
-    torch.manual_seed(seed)
-    vae = AutoencoderKLQwenImage(
-        base_dim=sizes.vae_base_dim,
-        z_dim=sizes.vae_z_dim,
-        dim_mult=[1, 2, 4, 4],
-        num_res_blocks=1,
-        temperal_downsample=[False, True, True],
-        latents_mean=[0.0] * sizes.vae_z_dim,
-        latents_std=[1.0] * sizes.vae_z_dim,
-    )
-    torch.manual_seed(seed)
     heads = 2
     config = Qwen2_5_VLConfig(
         text_config={
@@ -140,6 +113,41 @@ def build_components(sizes: TinySizes, seed: int, condition_area: int) -> dict[s
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],
     )
+    return config
+
+
+def build_components(sizes: TinySizes, seed: int, condition_area: int) -> dict[str, Any]:
+    """Build every pipeline component at toy size, each from ``seed`` so the set is reproducible."""
+    from diffusers import AutoencoderKLQwenImage, FlowMatchEulerDiscreteScheduler, QwenImageTransformer2DModel
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    tokenizer = build_tokenizer()
+    torch.manual_seed(seed)
+    inner = sizes.attention_head_dim * sizes.attention_heads
+    transformer = QwenImageTransformer2DModel(
+        patch_size=2,
+        in_channels=sizes.vae_z_dim * 4,
+        out_channels=sizes.vae_z_dim,
+        num_layers=sizes.transformer_layers,
+        attention_head_dim=sizes.attention_head_dim,
+        num_attention_heads=sizes.attention_heads,
+        joint_attention_dim=sizes.text_hidden,
+        guidance_embeds=False,
+        axes_dims_rope=(sizes.attention_head_dim // 2, sizes.attention_head_dim // 4, sizes.attention_head_dim // 4),
+    )
+    assert inner % 2 == 0
+    torch.manual_seed(seed)
+    vae = AutoencoderKLQwenImage(
+        base_dim=sizes.vae_base_dim,
+        z_dim=sizes.vae_z_dim,
+        dim_mult=[1, 2, 4, 4],
+        num_res_blocks=1,
+        temperal_downsample=[False, True, True],
+        latents_mean=[0.0] * sizes.vae_z_dim,
+        latents_std=[1.0] * sizes.vae_z_dim,
+    )
+    torch.manual_seed(seed)
+    config = text_encoder_config(sizes, tokenizer)
     text_encoder = Qwen2_5_VLForConditionalGeneration(config)
     return {
         "transformer": transformer,

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from ..metrics.registry import REGISTRY
+from ..results import Record
 from .data import Column, ReportData, num
 from .tables import fmt_num, fmt_s
 
@@ -40,6 +42,7 @@ class GalleryRow:
     reason: str  # why it is ranked where it is
     sources: list[Thumb]
     outputs: list[Thumb]
+    expected_text: str | None = None  # what a text case's output must show (each output's line says what OCR read)
 
 
 @dataclass
@@ -99,6 +102,25 @@ def _problem(records: list[dict]) -> str | None:
     return None if records else "no record"
 
 
+def headline_metrics(data: ReportData) -> list[str]:
+    """The run's metrics that declare themselves ``headline`` (did the edit happen: OCR, judge,
+    locality), in the report's metric order: each gets a per-category plot and a gallery line."""
+    return [m for m in data.metrics if m in REGISTRY and REGISTRY.get(m).headline]
+
+
+def recognised_text(record: Record, limit: int = 48) -> str | None:
+    """What OCR read in a text case's output (``metric_details.text_accuracy.recognised``), as
+    one gallery line; None when the record has no OCR detail (not a text case, not scored)."""
+    detail = ((record.value("metric_details") or {}).get("text_accuracy") or {})
+    if "recognised" not in detail:
+        return None
+    lines = [str(t) for t in detail.get("recognised") or []]
+    text = " / ".join(lines)
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return f"read: “{text}”" if lines else "read: nothing"
+
+
 def _metric_short(name: str) -> str:
     return name.replace("_vs_baseline", " vs base").replace("_outside_mask", " outside mask")
 
@@ -151,7 +173,9 @@ def build_gallery(data: ReportData, max_cases: int | None = 40, px: int = THUMB_
     thumbs = ThumbCache(px)
     shown: list[Path] = []
     rows = []
-    shown_metrics = ([metric] if metric else []) + [m for m in data.metrics if m != metric][:3]
+    headline = headline_metrics(data)
+    others = [m for m in data.metrics if m != metric and m not in headline]
+    shown_metrics = list(dict.fromkeys(([metric] if metric else []) + headline + others[:3]))
     for _, _, cid, reason in ranked:
         case = next((r.case(cid) for r in data.runs if r.case(cid) is not None), None)
         sources = []
@@ -176,6 +200,8 @@ def build_gallery(data: ReportData, max_cases: int | None = 40, px: int = THUMB_
                 v = r0.metric(m) if r0 is not None else None
                 if v is not None:
                     lines.append(f"{_metric_short(m)} {fmt_num(v)}")
+            if r0 is not None and (read := recognised_text(r0)) is not None:
+                lines.append(read)
             label = col.variant + (" (baseline)" if col.is_baseline else "")
             if len(data.runs) > 1:
                 label = f"{col.run.label} · {label}"
@@ -185,6 +211,6 @@ def build_gallery(data: ReportData, max_cases: int | None = 40, px: int = THUMB_
                 shown.append(path)
         rows.append(GalleryRow(cid, case.category if case else data.categories.get(cid, "?"),
                                case.language if case else "", case.instruction if case else "(case set not found)",
-                               reason, sources, outputs))
+                               reason, sources, outputs, case.expected_text if case else None))
     columns = ["source"] + [t.label for t in (rows[0].outputs if rows else [])]
     return Gallery(rows, omitted, order, columns, list(dict.fromkeys(shown)))

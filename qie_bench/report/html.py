@@ -149,7 +149,7 @@ def report_artefacts(ctx: PageContext) -> list[tuple[str, Path, str, int]]:
     """(role, path, sha256, size) of every file the page's numbers and images come from."""
     out: list[tuple[str, Path, str, int]] = []
     for r in ctx.data.runs:
-        for name in ("summary.json", "cases.jsonl", "run.json"):
+        for name in ("summary.json", "cases.jsonl", "scores.jsonl", "run.json"):
             p = r.path / name
             if p.is_file():
                 out.append((f"{r.label}: {name}", p, file_sha256(p), p.stat().st_size))

@@ -19,6 +19,7 @@ import matplotlib.ticker
 import numpy as np
 
 from .data import Column, ReportData, num
+from .gallery import headline_metrics
 
 GiB = 2**30
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22")
@@ -198,8 +199,10 @@ def plot_oom(data: ReportData) -> Plot:
     return Plot(title, _uri(fig), caption, title)
 
 
-def plot_categories(data: ReportData) -> Plot:
-    metric = data.primary_metric
+def plot_categories(data: ReportData, metric: str | None = None) -> Plot:
+    """Mean of ``metric`` (default: the primary fidelity metric; latency when there is none) per
+    case category and variant."""
+    metric = metric or data.primary_metric
     what = metric or "latency P50 (s)"
     title = f"Per-category {'quality' if metric else 'latency'}: {what}"
     if not data.categories:
@@ -283,4 +286,6 @@ def plot_steps(data: ReportData) -> Plot:
 
 
 def all_plots(data: ReportData) -> list[Plot]:
-    return [plot_pareto(data), plot_latency(data), plot_oom(data), plot_categories(data), plot_steps(data)]
+    headline = [plot_categories(data, m) for m in headline_metrics(data) if m != data.primary_metric]
+    return [plot_pareto(data), plot_latency(data), plot_oom(data), plot_categories(data), *headline, plot_steps(data)]
+

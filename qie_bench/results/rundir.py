@@ -5,6 +5,7 @@ noise simulation all read.
 RUN_DIR/
   run.json                  plan, fingerprints, the validated suite (written first)
   cases.jsonl               one record per case x variant x repeat
+  scores.jsonl              metric values per scored output (merged into the records on load)
   summary.json              per-variant aggregates (written last)
   variants/<v>.build.json   what building each variant did
   images/<v>/<case>.png     outputs (repeat 0)
@@ -25,11 +26,13 @@ from typing import Any
 from ..errors import UserInputError
 from .io import load_json_file, read_records
 from .records import Record, latest_by_key, validate_records
+from .scores import apply_scores, merge_scoring, read_scores, read_scoring
 from .summary import RunSummary, build_summary, check_summary
 
 
 def read_builds(run_dir: Path) -> dict[str, dict[str, Any]]:
-    """`variants/<name>.build.json` of every variant that was built, by variant name."""
+    """`variants/<name>.build.json` of every variant that was built, by variant name, with how its
+    outputs were scored (`variants/<name>.scoring.json`: metric weights and descriptions) laid over."""
     builds: dict[str, dict[str, Any]] = {}
     for path in sorted((run_dir / "variants").glob("*.build.json")):
         try:
@@ -38,7 +41,14 @@ def read_builds(run_dir: Path) -> dict[str, dict[str, Any]]:
             continue
         if isinstance(info, dict) and "variant" in info:
             builds[info["variant"]] = info
-    return builds
+    return merge_scoring(builds, read_scoring(run_dir))
+
+
+def load_records(run_dir: Path) -> list[Record]:
+    """`cases.jsonl`, validated, with the scores of `scores.jsonl` merged into `metrics` and
+    `metric_details` (the one place every reader looks for a metric)."""
+    records = validate_records(read_records(run_dir / "cases.jsonl"), str(run_dir / "cases.jsonl"))
+    return apply_scores(records, read_scores(run_dir))
 
 
 def read_ended(run_dir: Path) -> dict[str, list[dict[str, Any]]]:
@@ -91,7 +101,7 @@ class RunDir:
         elif require_summary:
             raise UserInputError(str(summary_path), "summary.json not found: the run did not finish",
                                  "finish it with `qie-bench run SUITE --out DIR --resume`")
-        records = validate_records(read_records(run_dir / "cases.jsonl"), str(run_dir / "cases.jsonl"))
+        records = load_records(run_dir)
         run_id = run.get("run_id")
         foreign = next((r for r in records if r.run_id not in (None, run_id)), None)
         if foreign is not None:

@@ -43,6 +43,8 @@ from ..results import (
     validate_records,
 )
 from ..plan import Item, RunPlan, make_plan  # noqa: F401  (re-exported for callers)
+from ..results.rundir import load_records
+from ..results.scores import merge_scoring, read_scoring
 from ..suite import Suite
 from .executors import Executor, LocalExecutor, Unit, WorkerHandle
 from .worker import EXIT_RESTART
@@ -222,8 +224,11 @@ class Orchestrator:
                         for unit in units:
                             if unit.variant == variant:
                                 self._run_variant(run_id, unit, log)
+                        self._score_variant(run_id, variant)
                 else:
                     self._run_parallel(run_id, units, todo, log)
+                    for variant in self.plan.variants:  # the baseline first: fidelity reads its outputs
+                        self._score_variant(run_id, variant)
             finally:
                 log.close()
             return self.write_summary(run_id)
@@ -274,6 +279,15 @@ class Orchestrator:
                 live = list(self._live)
             for child in live:
                 child.handle.kill()
+
+    def _score_variant(self, run_id: str, variant: str) -> None:
+        """The variant's scoring phase, after its edits, in a process of its own (scoring.py);
+        on a resumed run it scores only what has no score yet."""
+        from .scoring import ScoringPhase
+
+        phase = ScoringPhase.for_suite(self.out, run_id, self.suite, on_message=self.progress.on_message)
+        if phase is not None:
+            phase.score_variant(variant, load_records(self.out), self.suite.baseline_variant)
 
     def _record(self, log: RecordLog, run_id: str, item: Item, body: dict[str, Any], attempt: int, pid: int | None,
                 child: _Child | None = None) -> None:
@@ -450,9 +464,10 @@ class Orchestrator:
 
     def write_summary(self, run_id: str) -> dict[str, Any]:
         run = load_json_file(self.out / "run.json", "run.json")
-        records = validate_records(read_records(self.out / "cases.jsonl"), str(self.out / "cases.jsonl"))
+        records = load_records(self.out)  # with the scoring phase's scores merged
         # The thresholds in force are the current suite's (they are policy, not part of what was
         # measured, and may have changed since a resumed run started).
-        summary = build_summary(run, records, self.build_info, ended=read_ended(self.out), gates=self.suite.gates)
+        builds = merge_scoring(self.build_info, read_scoring(self.out))
+        summary = build_summary(run, records, builds, ended=read_ended(self.out), gates=self.suite.gates)
         atomic_write_json(self.out / "summary.json", summary)
         return summary

@@ -1,6 +1,8 @@
 """The child process that runs one variant: build it, then measure the items it is given.
 
-Started by the orchestrator as ``python -m qie_bench.runner.worker SPEC.json``. It talks back
+Started by the orchestrator as ``python -m qie_bench.runner.worker SPEC.json``. It edits and
+measures only: the outputs are scored afterwards by the scoring phase (``scoring.py``), in another
+process, so no metric model is in the memory whose peak this process records. It talks back
 through a pipe (file descriptor in the spec) in JSON lines — ``built``, ``start``, ``record``,
 ``fatal`` — so the parent gets structured records, never a traceback to parse. Only the parent
 writes result files; the worker writes output images (atomically) and nothing else.
@@ -158,7 +160,6 @@ def main(spec_path: str) -> int:
         weights = pipeline_weight_bytes(loaded.pipe)
         if loaded.device.type == "cuda":
             torch.cuda.synchronize(loaded.device)
-        scorer = _make_scorer(suite)
         monitor = VariantMonitor(nvml)
         ready_s = time.perf_counter() - t_start
         built = {
@@ -182,8 +183,6 @@ def main(spec_path: str) -> int:
             "weights_description": loaded.weights_description,
             "cuda_context_bytes": _cuda_context_bytes(nvml, loaded.device),
             "gpu_uuid": nvml.uuid(),  # which card (records carry it; None on the CPU)
-            "metric_weights": getattr(scorer, "weights_kind", None),
-            "metric_descriptions": scorer.describe() if scorer else {},
             **limits,
             **monitor.start_info(),
         }
@@ -206,7 +205,6 @@ def main(spec_path: str) -> int:
     # they may use fewer steps than the measured edit.
     warm_gen = gen.model_copy(update={"steps": suite.measurement.warmup_steps}) if suite.measurement.warmup_steps else gen
     out_dir = Path(spec["out_dir"])
-    baseline = spec.get("baseline_variant")
     last_case: str | None = None
     edits_run = 0  # edits this worker started: the first pays for compilation and lazy loading
     cold = True  # no edit has run in this process yet: a restarted or resumed worker starts cold
@@ -280,10 +278,8 @@ def main(spec_path: str) -> int:
                 rel = Path("images") / variant_name / f"{case_id}.png"
                 atomic_write_bytes(out_dir / rel, png)
                 record["output_path"] = str(rel)
-                if scorer is not None:
-                    record["metrics"], details = _score(scorer, case, images, result.image, out_dir, baseline, variant_name)
-                    if details:  # e.g. the text OCR recognised
-                        record["metric_details"] = details
+                # Scored later, in a process of its own (runner/scoring.py): no metric model may
+                # sit in the memory this process's peaks measure.
         except Exception as err:
             evidence = oom_evidence(err)
             oom = evidence is not None
@@ -322,34 +318,6 @@ def _cuda_context_bytes(nvml: Any, device: Any) -> int | None:
     if mine is None:
         return None
     return mine - int(torch.cuda.memory_reserved(device))
-
-
-def _make_scorer(suite: Any) -> Any:
-    try:
-        from ..metrics.scorer import Scorer
-    except ImportError:
-        return None
-    cfg = suite.metrics
-    if cfg is None or not getattr(cfg, "names", ()):
-        return None
-    return Scorer(cfg)
-
-
-def _score(scorer: Any, case: Any, images: list, output: Any, out_dir: Path, baseline: str | None,
-           variant: str) -> tuple[dict, dict]:
-    from PIL import Image
-
-    from ..metrics.scorer import ScoreInputs
-
-    baseline_output = None
-    if baseline and baseline != variant:
-        path = out_dir / "images" / baseline / f"{case.id}.png"
-        if path.exists():
-            with Image.open(path) as im:
-                baseline_output = im.convert("RGB")
-    inputs = ScoreInputs(output=output, source=images[0], baseline_output=baseline_output,
-                         mask=case.load_mask(), caption=case.target_caption, expected_text=case.expected_text)
-    return scorer.score_with_details(inputs)
 
 
 if __name__ == "__main__":

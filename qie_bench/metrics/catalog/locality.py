@@ -111,6 +111,7 @@ class ChangeRatio(_Locality):
 
     name = "change_ratio"
     label = "change ratio (inside/outside)"
+    headline = True  # the report plots it per category and shows it under every gallery image
     direction = "higher"
     range = (0.0, math.inf)
     region = "inside_and_outside_mask"

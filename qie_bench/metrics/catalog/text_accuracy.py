@@ -226,6 +226,7 @@ class TextAccuracy(_OCRMetric):
 
     name = "text_accuracy"
     label = "text accuracy (OCR)"
+    headline = True  # the report plots it per category and shows it (and what was read) in the gallery
 
     def compute(self, batch: Sequence[Prepared]) -> list[MetricResult]:
         results = []
