@@ -101,7 +101,7 @@ def run(suite: Suite | str | Path, out: str | Path | None = None, *, variants: S
     target = Path(out) if out is not None else default_out_dir(s)
     plan = make_plan(s)
     if isinstance(executor, str):
-        from .runner.executors import make_executor
+        from .runner.executor_registry import make_executor
 
         executor = make_executor(executor, **({"address": address} if address is not None else {}))
     prepare_out_dir(target, resume)

@@ -19,7 +19,8 @@ from qie_bench.cli import main
 from qie_bench.errors import UserInputError
 from qie_bench.plan import Item, RunPlan
 from qie_bench.results import read_records
-from qie_bench.runner.executors import make_executor, split_units
+from qie_bench.runner.executor_registry import make_executor
+from qie_bench.runner.executors import split_units
 
 TWO = ["rm-watermark-bottle", "txt-price-mug"]
 

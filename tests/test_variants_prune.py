@@ -11,9 +11,6 @@ options are one-line errors naming the key.
 from __future__ import annotations
 
 import copy
-import json
-import sys
-import types
 
 import numpy as np
 import pytest
@@ -22,7 +19,7 @@ from conftest import CASES
 from PIL import Image
 
 from qie_bench.distill.capture import block_influence, run_cases
-from qie_bench.distill.context import BuildContext, building_for, current
+from qie_bench.distill.context import BuildContext, building_for
 from qie_bench.distill.surgery import evenly_spaced, segment_ends
 from qie_bench.errors import UserInputError
 from qie_bench.models import load_model, pipeline_weight_bytes

@@ -107,7 +107,7 @@ def run_command(args: argparse.Namespace) -> int:
 
 def _executor(args: argparse.Namespace) -> Any:
     from ..errors import UserInputError
-    from ..runner.executors import make_executor
+    from ..runner.executor_registry import make_executor
 
     ray_only = {"address": args.address, "shards": args.shards, "accelerator_type": args.accelerator_type}
     given = {k: v for k, v in ray_only.items() if v is not None}

@@ -13,7 +13,6 @@ an unknown schema version) is a one-line `UserInputError`, which the CLI turns i
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any

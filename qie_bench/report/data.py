@@ -10,7 +10,6 @@ build files for storage precisions (which the floors need).
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from collections.abc import Sequence
@@ -22,7 +21,7 @@ from pydantic import ValidationError
 
 from ..errors import UserInputError
 from ..metrics.registry import REGISTRY
-from ..results import Measure, Record, RunDir, Unit, from_json_number, measure
+from ..results import Measure, Record, RunDir, from_json_number, measure
 from ..suite import parse_bytes, size_text
 from ..variants.report import ComponentFormat, VariantReport
 from . import floors as F
@@ -797,3 +796,9 @@ def build_report_data(run_dirs: Sequence[Path], case_dirs: Sequence[Path] = ()) 
             label += f"; {target.transformer.num_layers} of {released.transformer.num_layers} blocks"
         projections.append(Projection(col.variant, label, [F.fit_on_gpu(target, formats, w, g) for g in GPUS], w))
     return ReportData(runs, columns, metrics, directions, primary, categories, projections, notes)
+
+
+def headline_metrics(data: ReportData) -> list[str]:
+    """The run's metrics that declare themselves ``headline`` (did the edit happen: OCR, judge,
+    locality), in the report's metric order: each gets a per-category plot and a gallery line."""
+    return [m for m in data.metrics if m in REGISTRY and REGISTRY.get(m).headline]

@@ -15,9 +15,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..metrics.registry import REGISTRY
 from ..results import Record
-from .data import Column, ReportData, num
+from .data import Column, ReportData, headline_metrics
 from .tables import fmt_num, fmt_s
 
 THUMB_PX = 224
@@ -100,12 +99,6 @@ def _problem(records: list[dict]) -> str | None:
         if r.output_constant is True:
             return "constant output"
     return None if records else "no record"
-
-
-def headline_metrics(data: ReportData) -> list[str]:
-    """The run's metrics that declare themselves ``headline`` (did the edit happen: OCR, judge,
-    locality), in the report's metric order: each gets a per-category plot and a gallery line."""
-    return [m for m in data.metrics if m in REGISTRY and REGISTRY.get(m).headline]
 
 
 def recognised_text(record: Record, limit: int = 48) -> str | None:

@@ -18,8 +18,7 @@ import matplotlib.pyplot as plt
 import matplotlib.ticker
 import numpy as np
 
-from .data import Column, ReportData, num
-from .gallery import headline_metrics
+from .data import Column, ReportData, headline_metrics, num
 
 GiB = 2**30
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22")

@@ -32,7 +32,7 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..plan import Item, RunPlan
 from ..results import atomic_write_json, utc_now
@@ -224,30 +224,3 @@ class LocalExecutor(Executor):
                                     log_path, attempt, events)
         events.put({"type": "placed", "host": socket.gethostname(), "pid": proc.pid})
         return LocalHandle(proc, events, log_path, oom_before, started)
-
-
-def _local(**options: Any) -> Executor:
-    from ..errors import UserInputError
-
-    if options:
-        raise UserInputError("--executor local", f"takes no {', '.join(sorted(options))}", "use --executor ray")
-    return LocalExecutor()
-
-
-def _ray(**options: Any) -> Executor:
-    from .ray_executor import RayExecutor  # Ray is imported only here, only when asked for
-
-    return RayExecutor(**options)
-
-
-EXECUTORS: dict[str, Callable[..., Executor]] = {"local": _local, "ray": _ray}
-
-
-def make_executor(kind: str = "local", **options: Any) -> Executor:
-    """The executor called `kind` (a key of `EXECUTORS`); `options` go to its constructor."""
-    from ..errors import UserInputError, did_you_mean
-
-    if kind not in EXECUTORS:
-        raise UserInputError("--executor", f"unknown executor '{kind}'", did_you_mean(kind, list(EXECUTORS))
-                             or f"choose {' or '.join(EXECUTORS)}")
-    return EXECUTORS[kind](**options)

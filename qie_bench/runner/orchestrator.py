@@ -34,13 +34,11 @@ from ..results import (
     atomic_write_bytes,
     atomic_write_json,
     build_summary,
-    item_key,
     load_json_file,
     read_builds,
     read_ended,
     read_records,
     utc_now,
-    validate_records,
 )
 from ..plan import Item, RunPlan, make_plan  # noqa: F401  (re-exported for callers)
 from ..results.rundir import load_records
