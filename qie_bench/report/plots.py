@@ -283,4 +283,7 @@ def plot_steps(data: ReportData) -> Plot:
 
 
 def all_plots(data: ReportData) -> list[Plot]:
-    return [plot_pareto(data), plot_latency(data), plot_oom(data), plot_categories(data), plot_steps(data)]
+    from .chains import has_chains, plot_chains  # plots.py is imported by chains.py
+
+    chains = [plot_chains(data)] if has_chains(data) else []
+    return [plot_pareto(data), plot_latency(data), plot_oom(data), plot_categories(data), plot_steps(data), *chains]

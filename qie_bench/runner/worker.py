@@ -106,6 +106,7 @@ def main(spec_path: str) -> int:
         from ..distill.context import building_for
         from .device_limits import apply_memory_budget, apply_offload
         from .memory import Nvml
+        from .chains import chain_turn
 
         suite = Suite.from_config(spec["suite"])  # validated by the parent, overrides applied
         case_set = load_case_set(suite.case_set_dir(), max_image_pixels=suite.cases.max_image_pixels)
@@ -194,8 +195,12 @@ def main(spec_path: str) -> int:
     out_dir = Path(spec["out_dir"])
     baseline = spec.get("baseline_variant")
     last_case: str | None = None
-    for case_id, repeat in spec["items"]:
+    for item in spec["items"]:
+        case_id, repeat = item[0], item[1]
         case = cases[case_id]
+        if len(item) > 2:  # a chained case's turn: a case of its own, id "<case>@t<k>" (runner/chains.py)
+            case = chain_turn(case, item[2], out_dir, variant_name)
+            case_id = case.id
         key = f"{variant_name}/{case_id}/{repeat}"
         events.send("start", key=key)
         seed = case.seed(gen.seed) if gen.seed_policy == "case-id" else gen.seed
@@ -313,7 +318,7 @@ def _score(scorer: Any, case: Any, images: list, output: Any, out_dir: Path, bas
         if path.exists():
             with Image.open(path) as im:
                 baseline_output = im.convert("RGB")
-    inputs = ScoreInputs(output=output, source=images[0], baseline_output=baseline_output,
+    inputs = ScoreInputs(output=output, source=case.load_source(), baseline_output=baseline_output,
                          mask=case.load_mask(), caption=case.target_caption, expected_text=case.expected_text)
     return scorer.score_with_details(inputs)
 
