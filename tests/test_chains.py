@@ -40,6 +40,9 @@ def test_shipped_v3_is_v2_plus_three_chains() -> None:
     assert v3.get("chain-mug-en").turns[2].expected_text == "SALE"
     assert v3.get("chain-bottle-zh").turns[1].expected_text == "清爽一夏"
     assert v3.summary()["chains"] == 3
+    from qie_bench.commands.cases import ok_line
+
+    assert ", 3 chained (13 turns), " in ok_line(v3) and "chained" not in ok_line(v2)
     assert v3.fingerprint != v2.fingerprint
 
 
