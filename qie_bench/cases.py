@@ -11,7 +11,12 @@ A case set is a folder::
 Each manifest line has the keys ``id``, ``category``, ``language``, ``instruction``,
 ``target_caption``, ``images`` (1-3 paths relative to the folder), ``mask`` (path or null) and
 ``source``, and optionally ``expected_text`` (the text the edited image must show, for the OCR
-metrics ``text_accuracy``/``text_found``; since ``edit-v2``). `load_case_set` validates everything
+metrics ``text_accuracy``/``text_found``; since ``edit-v2``).
+
+A **chained case** (since ``edit-v3``) replaces ``instruction``, ``mask`` and ``expected_text`` with
+``turns``: a list of 2-10 objects ``{"instruction", "mask" (optional), "expected_text" (optional)}``
+applied in order, each turn's output the next turn's input. Its fidelity to the original source is
+judged outside the union of the masks of the turns so far (`Case.turn`). `load_case_set` validates everything
 up front, so a broken set fails in one clear line before any GPU time is spent, and computes a
 fingerprint over the manifest and every referenced file so that results from different set
 contents are never compared.
@@ -30,7 +35,7 @@ import io
 import json
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -79,7 +84,16 @@ _KEYS: dict[str, tuple[type, ...]] = {
 # optional key -> expected JSON type(s); absent = None
 _OPTIONAL_KEYS: dict[str, tuple[type, ...]] = {
     "expected_text": (str,),
+    "turns": (list,),
 }
+# A chained case's turns stand in for these keys.
+_TURN_KEYS: dict[str, tuple[type, ...]] = {
+    "instruction": (str,),
+    "mask": (str, type(None)),
+    "expected_text": (str,),
+}
+MIN_TURNS, MAX_TURNS = 2, 10
+TURN_SEP = "@t"  # a turn's id: "<case id>@t<k>", k from 1 (its output is images/<variant>/<id>.png)
 _ID_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 _CJK_RE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _LATIN_RE = re.compile(r"[A-Za-z]")
@@ -105,17 +119,67 @@ class Case:
     mask_path: Path | None
     source: str
     expected_text: str | None = None  # the text the output must show (text cases), for OCR metrics
+    turns: tuple[Turn, ...] = ()  # a chained case's turns (empty for a single edit)
+    # For a turn of a chain (`Case.turn`): the original first image, the masks of turns 1..k and the
+    # file holding the previous turn's output (read from the run directory when the turn runs).
+    chain_id: str | None = None
+    turn_index: int | None = None  # 1-based
+    original_image_path: Path | None = None
+    union_mask_paths: tuple[Path | None, ...] = ()
+    previous_output: Path | None = None
+
+    @property
+    def is_chain(self) -> bool:
+        return bool(self.turns)
+
+    def turn(self, k: int, previous_output: Path | None) -> Case:
+        """Turn ``k`` (1-based) of this chain as a case of its own: id ``<id>@t<k>``, the turn's
+        instruction and expected text; its input is ``previous_output`` (the previous turn's output
+        image, None for turn 1) in place of the first image; its mask, for fidelity to the original,
+        is the union of the masks of turns 1..k (None, i.e. the whole image may change, as soon as
+        one of them has no mask); metrics read the original first image as the source."""
+        if not 1 <= k <= len(self.turns):
+            raise ValueError(f"case '{self.id}' has {len(self.turns)} turns, not turn {k}")
+        if (k == 1) != (previous_output is None):
+            raise ValueError("turn 1 reads the case's images; every later turn needs the previous output")
+        t = self.turns[k - 1]
+        return replace(
+            self, id=f"{self.id}{TURN_SEP}{k}", instruction=t.instruction, expected_text=t.expected_text,
+            mask_path=t.mask_path, turns=(), chain_id=self.id, turn_index=k, original_image_path=self.image_paths[0],
+            union_mask_paths=tuple(u.mask_path for u in self.turns[:k]), previous_output=previous_output)
+
+    def load_source(self) -> Image.Image:
+        """The image fidelity metrics compare with: the first input image; for a chain's turn, the
+        chain's original first image (not the previous turn's output)."""
+        with Image.open(self.original_image_path or self.image_paths[0], formats=IMAGE_FORMATS) as im:
+            return im.convert("RGB")
 
     def load_images(self) -> list[Image.Image]:
         """The input images as fully loaded RGB images, in manifest order (picture 1, 2, 3)."""
         out = []
-        for p in self.image_paths:
+        paths = self.image_paths
+        if self.previous_output is not None:
+            if not self.previous_output.is_file():
+                raise FileNotFoundError(f"turn {self.turn_index} of '{self.chain_id}' needs the previous turn's "
+                                        f"output {self.previous_output}, which is missing (that turn failed)")
+            paths = (self.previous_output, *paths[1:])
+        for p in paths:
             with Image.open(p, formats=IMAGE_FORMATS) as im:
                 out.append(im.convert("RGB"))  # convert() loads and detaches from the file
         return out
 
     def load_mask(self) -> np.ndarray | None:
         """The mask as a bool HxW array (True = the edit may change this pixel), or None."""
+        if self.union_mask_paths:  # a chain's turn: every region edited so far
+            if any(p is None for p in self.union_mask_paths):
+                return None
+            union = None
+            for p in self.union_mask_paths:
+                assert p is not None
+                with Image.open(p, formats=IMAGE_FORMATS) as im:
+                    m = _mask_to_bool(im)
+                union = m if union is None else union | m
+            return union
         if self.mask_path is None:
             return None
         with Image.open(self.mask_path, formats=IMAGE_FORMATS) as im:
@@ -125,6 +189,15 @@ class Case:
         """Generation seed derived from the case id only, so it does not depend on run order,
         selection or resume; every variant sees the same noise for the same case."""
         return case_seed(self.id, base_seed)
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One turn of a chained case."""
+
+    instruction: str
+    mask_path: Path | None = None
+    expected_text: str | None = None
 
 
 def case_seed(case_id: str, base_seed: int = 0) -> int:
@@ -209,6 +282,7 @@ class CaseSet:
             "cases": len(self.cases),
             "with_mask": sum(c.mask_path is not None for c in self.cases),
             "multi_image": sum(len(c.image_paths) > 1 for c in self.cases),
+            "chains": sum(c.is_chain for c in self.cases),
             "languages": langs,
             "categories": {cat: sum(c.category == cat for c in self.cases) for cat in self.categories()},
             "fingerprint": self.fingerprint,
@@ -330,6 +404,11 @@ def _parse_line(line: str, where: str) -> dict[str, object]:
 
 def _check_keys(obj: dict[str, object], where: str) -> None:
     allowed = {**_KEYS, **_OPTIONAL_KEYS}
+    if "turns" in obj:  # a chained case: its turns carry the instruction, mask and expected text
+        for key in _TURN_KEYS:
+            if key in obj:
+                raise UserInputError(where, f"has both 'turns' and '{key}'", f"a chained case puts '{key}' in each turn")
+        allowed = {k: v for k, v in allowed.items() if k not in _TURN_KEYS}
     for key in obj:
         if key not in allowed:
             hint = did_you_mean(key, allowed)
@@ -378,29 +457,39 @@ def _validate_case(
             where, f"unknown language {_q(language)}", did_you_mean(language, LANGUAGES) or "use 'en' or 'zh'"
         )
 
-    instruction = str(obj["instruction"])
-    _check_text(instruction, "instruction", where, max_instruction_chars)
-    # Catch a mislabelled language: per-language scores would silently mix otherwise.
-    n_cjk, n_latin = len(_CJK_RE.findall(instruction)), len(_LATIN_RE.findall(instruction))
-    if language == "zh" and n_cjk == 0:
-        raise UserInputError(
-            where, "language is 'zh' but the instruction has no Chinese characters", "fix 'language' or the instruction"
-        )
-    if language == "en" and n_cjk > n_latin:
-        raise UserInputError(
-            where, "language is 'en' but the instruction is mostly Chinese", "fix 'language' or the instruction"
-        )
+    raw_turns = obj.get("turns")
+    if raw_turns is not None:
+        assert isinstance(raw_turns, list)
+        if not MIN_TURNS <= len(raw_turns) <= MAX_TURNS:
+            raise UserInputError(where, f"has {len(raw_turns)} turns", f"a chained case takes {MIN_TURNS} to {MAX_TURNS} turns")
+        turn_objs: list[tuple[str, dict[str, object]]] = []
+        for k, t in enumerate(raw_turns, start=1):
+            twhere = f"{where} turn {k}"
+            if not isinstance(t, dict):
+                raise UserInputError(twhere, f"expected a JSON object, got {_json_type(t)}",
+                                     'write {"instruction": ..., "mask": ..., "expected_text": ...}')
+            for key in t:
+                if key not in _TURN_KEYS:
+                    hint = did_you_mean(str(key), _TURN_KEYS)
+                    raise UserInputError(twhere, f"unknown key {_q(str(key))}", hint or f"allowed keys: {', '.join(_TURN_KEYS)}")
+            if "instruction" not in t:
+                raise UserInputError(twhere, "missing key 'instruction'", "every turn needs an instruction")
+            for key, types in _TURN_KEYS.items():
+                if key in t and not isinstance(t[key], types):
+                    want = " or ".join(_json_type_name(ty) for ty in types)
+                    raise UserInputError(twhere, f"'{key}' must be {want}, got {_json_type(t[key])}")
+            turn_objs.append((twhere, t))
+    else:
+        turn_objs = [(where, obj)]
+    for twhere, t in turn_objs:
+        _check_instruction(str(t["instruction"]), language, twhere, max_instruction_chars)
+        if t.get("expected_text") is not None:
+            _check_expected_text(str(t["expected_text"]), twhere)
+    instruction = str(turn_objs[0][1]["instruction"])
+    expected_text = obj.get("expected_text")
     caption = str(obj["target_caption"])
     # Any language is accepted; clip_score (English-only text encoder) skips a non-English one.
     _check_text(caption, "target_caption", where, MAX_CAPTION_CHARS)
-    expected_text = obj.get("expected_text")
-    if expected_text is not None:
-        assert isinstance(expected_text, str)
-        _check_text(expected_text, "expected_text", where, MAX_EXPECTED_TEXT_CHARS)
-        if not expected_text.isprintable():
-            raise UserInputError(
-                where, f"'expected_text' {_q(expected_text)} has a line break or control character", "write one line"
-            )
     source = str(obj["source"])
     if not source.strip():
         raise UserInputError(where, "'source' is empty", "say where the images come from, e.g. 'skimage.data.coffee'")
@@ -429,21 +518,31 @@ def _validate_case(
         if i == 0:
             first_size = info.size
 
-    mask_path: Path | None = None
-    mask = obj["mask"]
-    if mask is not None:
-        assert isinstance(mask, str)
-        label = f"mask {_q(mask)}"
-        mask_path = _resolve(mask, label, where, root_in, root)
-        info = _read_file(mask_path, mask, label, where, files, check_images, max_image_pixels, is_mask=True)
-        refs.append((mask, info.digest))
-        if check_images and info.size != first_size:
-            assert info.size is not None and first_size is not None
-            raise UserInputError(
-                where,
-                f"{label} is {info.size[0]}x{info.size[1]} but the first image is {first_size[0]}x{first_size[1]}",
-                "a mask must have the first image's size",
-            )
+    mask_paths: list[Path | None] = []
+    for twhere, t in turn_objs:
+        mask_path: Path | None = None
+        mask = t.get("mask")
+        if mask is not None:
+            assert isinstance(mask, str)
+            label = f"mask {_q(mask)}"
+            mask_path = _resolve(mask, label, twhere, root_in, root)
+            info = _read_file(mask_path, mask, label, twhere, files, check_images, max_image_pixels, is_mask=True)
+            refs.append((mask, info.digest))
+            if check_images and info.size != first_size:
+                assert info.size is not None and first_size is not None
+                raise UserInputError(
+                    twhere,
+                    f"{label} is {info.size[0]}x{info.size[1]} but the first image is {first_size[0]}x{first_size[1]}",
+                    "a mask must have the first image's size",
+                )
+        mask_paths.append(mask_path)
+    turns = ()
+    if raw_turns is not None:
+        turns = tuple(Turn(instruction=str(t["instruction"]), mask_path=mp,
+                           expected_text=None if t.get("expected_text") is None else str(t["expected_text"]))
+                      for (_, t), mp in zip(turn_objs, mask_paths, strict=True))
+        expected_text = turns[0].expected_text
+    mask_path = mask_paths[0]
 
     case = Case(
         id=case_id,
@@ -454,9 +553,32 @@ def _validate_case(
         image_paths=tuple(image_paths),
         mask_path=mask_path,
         source=source,
-        expected_text=expected_text,
+        expected_text=expected_text,  # type: ignore[arg-type]
+        turns=turns,
     )
     return case, refs
+
+
+def _check_instruction(instruction: str, language: str, where: str, limit: int) -> None:
+    _check_text(instruction, "instruction", where, limit)
+    # Catch a mislabelled language: per-language scores would silently mix otherwise.
+    n_cjk, n_latin = len(_CJK_RE.findall(instruction)), len(_LATIN_RE.findall(instruction))
+    if language == "zh" and n_cjk == 0:
+        raise UserInputError(
+            where, "language is 'zh' but the instruction has no Chinese characters", "fix 'language' or the instruction"
+        )
+    if language == "en" and n_cjk > n_latin:
+        raise UserInputError(
+            where, "language is 'en' but the instruction is mostly Chinese", "fix 'language' or the instruction"
+        )
+
+
+def _check_expected_text(expected_text: str, where: str) -> None:
+    _check_text(expected_text, "expected_text", where, MAX_EXPECTED_TEXT_CHARS)
+    if not expected_text.isprintable():
+        raise UserInputError(
+            where, f"'expected_text' {_q(expected_text)} has a line break or control character", "write one line"
+        )
 
 
 def _check_text(value: str, key: str, where: str, limit: int) -> None:

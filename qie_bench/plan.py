@@ -110,10 +110,15 @@ class Item:
     variant: str
     case_id: str
     repeat: int
+    turn: int | None = None  # a chained case's turn (1-based); its key is "<variant>/<case>@t<k>/<repeat>"
 
     @property
     def key(self) -> str:
-        return item_key(self.variant, self.case_id, self.repeat)
+        return item_key(self.variant, self.case_id if self.turn is None else f"{self.case_id}@t{self.turn}", self.repeat)
+
+    def spec(self) -> list[Any]:
+        """What the worker receives for this item."""
+        return [self.case_id, self.repeat] if self.turn is None else [self.case_id, self.repeat, self.turn]
 
 
 @dataclass
@@ -142,7 +147,10 @@ def make_plan(suite: Suite) -> RunPlan:
     if suite.baseline_variant:
         names.remove(suite.baseline_variant)
         names.insert(0, suite.baseline_variant)
-    items = {v: [Item(v, c.id, r) for c in case_set.cases for r in range(suite.measurement.repeats)] for v in names}
+    # A chain's turns run in order (each reads the previous turn's output), all repeats of a turn
+    # before the next turn, so a run stopped between turns resumes at the next one.
+    items = {v: [Item(v, c.id, r, t) for c in case_set.cases for t in (range(1, len(c.turns) + 1) if c.is_chain else (None,))
+                 for r in range(suite.measurement.repeats)] for v in names}
     return RunPlan(suite, case_set, names, items)
 
 

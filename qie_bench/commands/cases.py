@@ -50,7 +50,8 @@ def ok_line(cs: CaseSet) -> str:
     langs = s["languages"]
     assert isinstance(langs, dict)
     lang_text = "/".join(f"{k}={v}" for k, v in langs.items())
-    return f"OK: {cs.name}: {s['cases']} cases, {s['with_mask']} with masks, {s['multi_image']} multi-image, languages {lang_text}, fingerprint {cs.fingerprint}"
+    chains = f"{s['chains']} chained ({sum(len(c.turns) for c in cs.cases)} turns), " if s["chains"] else ""
+    return f"OK: {cs.name}: {s['cases']} cases, {s['with_mask']} with masks, {s['multi_image']} multi-image, {chains}languages {lang_text}, fingerprint {cs.fingerprint}"
 
 
 def list_cases(args: argparse.Namespace) -> int:

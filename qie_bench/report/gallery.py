@@ -86,7 +86,8 @@ def thumbnail_uri(path: Path, px: int = THUMB_PX) -> str | None:
 
 
 def _case_records(col: Column, case_id: str) -> list[dict]:
-    return sorted((r for r in col.records if r.case_id == case_id), key=lambda r: r.repeat)
+    # a chained case's records in turn order (its row shows the last turn: the drift so far)
+    return sorted((r for r in col.records if r.case_id == case_id), key=lambda r: (r.turn or 0, r.repeat))
 
 
 def _problem(records: list[dict]) -> str | None:
@@ -180,7 +181,9 @@ def build_gallery(data: ReportData, max_cases: int | None = 40, px: int = THUMB_
         outputs = []
         for col in cols:
             recs = _case_records(col, cid)
-            path = col.run.output_image(col.variant, cid)
+            last_turn = recs[-1].turn if recs else None
+            path = (col.run.output_image(col.variant, f"{cid}@t{last_turn}") if last_turn is not None
+                    else col.run.output_image(col.variant, cid))
             problem = _problem(recs)
             lines = []
             if problem:
@@ -188,7 +191,7 @@ def build_gallery(data: ReportData, max_cases: int | None = 40, px: int = THUMB_
             lat = [float(r.latency_s) for r in recs if r.ok and r.latency_s is not None]
             if lat:
                 lines.append(f"latency {fmt_s(statistics.median(lat))}")
-            r0 = next((r for r in recs if r.repeat == 0 and r.ok), None)
+            r0 = next((r for r in reversed(recs) if r.repeat == 0 and r.ok), None)
             for m in shown_metrics:
                 v = r0.metric(m) if r0 is not None else None
                 if v is not None:

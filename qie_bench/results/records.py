@@ -46,6 +46,7 @@ class Record(BaseModel):
     variant: str
     case_id: str
     repeat: int = Field(ge=0)
+    turn: int | None = Field(None, ge=1)  # a chained case's turn (key "<variant>/<case>@t<k>/<repeat>")
     status: Status
     run_id: str | None = None
     seed: int | None = None

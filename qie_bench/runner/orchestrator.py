@@ -168,7 +168,7 @@ class Orchestrator:
         spec = {
             "suite": self.suite.model_dump(mode="json"),
             "variant": unit.variant,
-            "items": [[i.case_id, i.repeat] for i in items],
+            "items": [i.spec() for i in items],
             "baseline_variant": self.suite.baseline_variant,
         }
         if self.faults:
@@ -297,6 +297,7 @@ class Orchestrator:
             "variant": item.variant,
             "case_id": item.case_id,
             "repeat": item.repeat,
+            **({"turn": item.turn} if item.turn is not None else {}),
             "attempt": attempt,
             "worker_pid": pid,
             "host": child.handle.host if child else None,

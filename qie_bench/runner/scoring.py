@@ -58,6 +58,7 @@ class ScoreItem:
     output_path: str
     output_sha256: str | None
     baseline_path: str | None  # the baseline variant's output of the same case, if it exists
+    turn: int | None = None  # a chained case's turn: scored as that turn (runner/chains.py)
 
 
 @dataclass
@@ -92,10 +93,11 @@ def items_to_score(run_dir: Path, records: list[Record], variant: str, baseline:
             fresh += 1
             continue
         base = None
-        if baseline and baseline != variant:
-            p = Path("images") / baseline / f"{r.case_id}.png"
+        turn = r.value("turn")
+        if baseline and baseline != variant:  # the baseline's output of the same case (and turn)
+            p = Path("images") / baseline / (f"{r.case_id}@t{turn}.png" if turn else f"{r.case_id}.png")
             base = str(p) if (run_dir / p).is_file() else None
-        todo.append(ScoreItem(r.key, r.case_id, r.output_path, r.output_sha256, base))
+        todo.append(ScoreItem(r.key, r.case_id, r.output_path, r.output_sha256, base, turn))
     return todo, fresh
 
 
@@ -369,8 +371,11 @@ def _score_one(scorer: Any, case: Any, run_dir: Path, item: dict[str, Any]) -> t
         with Image.open(run_dir / rel) as im:
             return im.convert("RGB")
 
-    images = case.load_images()
-    inputs = ScoreInputs(output=load(item["output_path"]), source=images[0],
+    if item.get("turn"):  # a chain's turn: its source is the chain's original, its mask the union so far
+        from .chains import chain_turn
+
+        case = chain_turn(case, item["turn"], run_dir, item["key"].split("/", 1)[0])
+    inputs = ScoreInputs(output=load(item["output_path"]), source=case.load_source(),
                          baseline_output=load(item["baseline_path"]) if item.get("baseline_path") else None,
                          mask=case.load_mask(), caption=case.target_caption, expected_text=case.expected_text,
                          instruction=case.instruction)

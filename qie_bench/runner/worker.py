@@ -109,6 +109,7 @@ def main(spec_path: str) -> int:
         from ..distill.context import building_for
         from .device_limits import apply_memory_budget, apply_offload
         from .memory import Nvml
+        from .chains import chain_turn
 
         suite = Suite.from_config(spec["suite"])  # validated by the parent, overrides applied
         case_set = load_case_set(suite.case_set_dir(), max_image_pixels=suite.cases.max_image_pixels)
@@ -208,8 +209,12 @@ def main(spec_path: str) -> int:
     last_case: str | None = None
     edits_run = 0  # edits this worker started: the first pays for compilation and lazy loading
     cold = True  # no edit has run in this process yet: a restarted or resumed worker starts cold
-    for case_id, repeat in spec["items"]:
+    for item in spec["items"]:
+        case_id, repeat = item[0], item[1]
         case = cases[case_id]
+        if len(item) > 2:  # a chained case's turn: a case of its own, id "<case>@t<k>" (runner/chains.py)
+            case = chain_turn(case, item[2], out_dir, variant_name)
+            case_id = case.id
         key = f"{variant_name}/{case_id}/{repeat}"
         # Warm up before each case's first repeat, and before this process's first timed edit
         # whatever its repeat: a worker restarted (or resumed) at repeat 1 would otherwise time a
