@@ -20,6 +20,7 @@ from . import tables as T
 from ..fingerprint import file_sha256
 from .data import ReportData
 from .gallery import Gallery, build_gallery
+from .chains import has_chains, plot_chains
 from .plots import Plot, all_plots
 
 
@@ -136,7 +137,7 @@ def build_context(data: ReportData, *, title: str | None = None, gallery_cases: 
     return PageContext(
         title=title, subtitle=subtitle,
         generated_at=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        banners=weights_banners(data), data=data, tables=T.all_tables(data), plots=all_plots(data),
+        banners=weights_banners(data), data=data, tables=T.all_tables(data), plots=[*all_plots(data), *([plot_chains(data)] if has_chains(data) else [])],
         gallery=build_gallery(data, gallery_cases, thumb_px), run_facts=run_facts(data),
         floor_flags=floor_flag_lines(data), signoff=signoff)
 

@@ -285,10 +285,6 @@ def plot_steps(data: ReportData) -> Plot:
 
 
 def all_plots(data: ReportData) -> list[Plot]:
-    from .chains import has_chains, plot_chains  # plots.py is imported by chains.py
-
     headline = [plot_categories(data, m) for m in headline_metrics(data) if m != data.primary_metric]
-    chains = [plot_chains(data)] if has_chains(data) else []
-    return [plot_pareto(data), plot_latency(data), plot_oom(data), plot_categories(data), *headline, plot_steps(data),
-            *chains]
+    return [plot_pareto(data), plot_latency(data), plot_oom(data), plot_categories(data), *headline, plot_steps(data)]
 
