@@ -341,7 +341,9 @@ class _JudgeMetric(Metric):
         return self.loaded.model
 
     def value_of(self, judgement: Judgement) -> tuple[float | None, str | None]:
-        raise NotImplementedError
+        """The parsed score this metric reports (`which` names it), with why it is None."""
+        part = getattr(judgement, self.which)
+        return part.value, part.reason
 
     def compute(self, batch: Sequence[Prepared]) -> list[MetricResult]:
         results = []
@@ -361,9 +363,6 @@ class JudgeSC(_JudgeMetric):
     reference = Reference.INSTRUCTION
     which = "sc"
 
-    def value_of(self, judgement: Judgement) -> tuple[float | None, str | None]:
-        return judgement.sc.value, judgement.sc.reason
-
 
 @register_metric
 class JudgePQ(_JudgeMetric):
@@ -373,9 +372,6 @@ class JudgePQ(_JudgeMetric):
     label = "judge PQ (VLM)"
     reference = Reference.NONE
     which = "pq"
-
-    def value_of(self, judgement: Judgement) -> tuple[float | None, str | None]:
-        return judgement.pq.value, judgement.pq.reason
 
 
 @register_metric
