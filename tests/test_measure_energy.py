@@ -74,6 +74,28 @@ def test_phase_energy_beside_the_sum_of_edits() -> None:
     assert EnergyPhase().as_info()["energy_unavailable"] == "no timed edit"
 
 
+def test_timed_phases_are_per_case_and_leave_warm_ups_out() -> None:
+    # Case a: two repeats back to back (10 J of hashing between them). Then 5 s of case b's
+    # warm-up (1500 J) outside every timed phase, then case b's one repeat.
+    phase = EnergyPhase()
+    phase.add(EnergyWindow(0, 300_000, 0.0, 1.0), "a")
+    phase.add(EnergyWindow(310_000, 610_000, 1.1, 2.1), "a")
+    phase.add(EnergyWindow(2_110_000, 2_410_000, 7.1, 8.1), "b")
+    info = phase.as_info()
+    assert info["timed_phases"] == 2
+    assert info["timed_edits_energy_j"] == pytest.approx(900.0)
+    assert info["timed_phase_energy_j"] == pytest.approx(910.0)  # (610 - 0) + (2410 - 2110)
+    assert info["between_edits_energy_j"] == pytest.approx(10.0)
+    assert info["timed_span_energy_j"] == pytest.approx(2410.0)
+    assert info["outside_timed_phases_energy_j"] == pytest.approx(1500.0)
+    assert info["timed_phase_s"] == pytest.approx(3.1) and info["timed_span_s"] == pytest.approx(8.1)
+    # a case that comes back later (a resumed repeat) is a phase of its own
+    again = EnergyPhase()
+    for g in ("a", "b", "a"):
+        again.add(EnergyWindow(0, 0, 0.0, 0.0), g)
+    assert again.as_info()["timed_phases"] == 3
+
+
 class _Module(torch.nn.Module):
     def forward(self, x: Any) -> Any:
         return x

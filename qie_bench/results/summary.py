@@ -140,6 +140,7 @@ def _gpu_summary(built: Mapping[str, Any] | None, ended: Sequence[Mapping[str, A
         "other_processes": list(others.values()),
         "timed_edits_energy_j": total("timed_edits_energy_j"),
         "timed_phase_energy_j": total("timed_phase_energy_j"),
+        "timed_span_energy_j": total("timed_span_energy_j"),
     }
 
 

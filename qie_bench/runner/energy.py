@@ -5,8 +5,8 @@ synchronised), so the reads sit beside the timed window, never inside it. Where 
 missing (a CPU run, an old GPU, a driver that says "not supported") the energy is None with the
 reason; where it did not advance during an edit (its update period is longer than the edit) the
 per-edit figure is None too, never 0, while the raw counter difference still counts towards the
-variant's totals (`EnergyPhase`), whose sum is checked against the counter read around the whole
-timed phase.
+variant's totals (`EnergyPhase`), whose sum is checked against the counter read around the timed
+phases (each case's repeats, back to back).
 """
 
 from __future__ import annotations
@@ -63,31 +63,52 @@ class EnergyWindow:
 
 @dataclass
 class EnergyPhase:
-    """A variant's timed edits together: the counter from the first timed edit's start to the
-    last one's end, beside the sum of the per-edit differences. The span also holds what runs
-    between timed edits (warm-ups of later cases, scoring, releasing the cache), so the two
-    agree only where little runs between them; `between_edits_*` states how much did."""
+    """A variant's timed edits together, beside the counter read around its timed phases.
+
+    A case's timed phase runs from its first timed edit's start to its last one's end: its
+    repeats run back to back, with only the output's hashing between them. What runs between
+    cases (releasing the cache, loading the next case's images, its warm-up edits) is outside
+    every timed phase and is stated apart (`outside_timed_phases_energy_j`), as is the span
+    from the variant's first timed edit to its last. The per-edit sum and the phases' counter
+    must agree within a few per cent; `between_edits_energy_j` is the part that does not."""
 
     windows: list[EnergyWindow] = field(default_factory=list)
+    groups: list[str] = field(default_factory=list)
 
-    def add(self, window: EnergyWindow) -> None:
+    def add(self, window: EnergyWindow, group: str = "") -> None:
+        """One timed edit; `group` names its timed phase (the case: its repeats run back to back)."""
         self.windows.append(window)
+        self.groups.append(group)
+
+    def _phases(self) -> list[list[EnergyWindow]]:
+        phases: list[list[EnergyWindow]] = []
+        for i, (w, g) in enumerate(zip(self.windows, self.groups)):
+            if i and g == self.groups[i - 1]:
+                phases[-1].append(w)
+            else:
+                phases.append([w])
+        return phases
 
     def as_info(self) -> dict[str, Any]:
         w = self.windows
+        phases = self._phases()
         info: dict[str, Any] = {"timed_edits": len(w), "timed_edits_s": sum(x.seconds for x in w),
-                                "timed_phase_s": (w[-1].t_end - w[0].t_start) if w else None,
+                                "timed_phases": len(phases),
+                                "timed_phase_s": sum(p[-1].t_end - p[0].t_start for p in phases) if w else None,
+                                "timed_span_s": (w[-1].t_end - w[0].t_start) if w else None,
                                 "timed_edits_energy_j": None, "timed_phase_energy_j": None,
-                                "between_edits_energy_j": None, "energy_unavailable": None}
+                                "between_edits_energy_j": None, "timed_span_energy_j": None,
+                                "outside_timed_phases_energy_j": None, "energy_unavailable": None}
         if not w:
             info["energy_unavailable"] = "no timed edit"
             return info
-        deltas = [x.delta_mj for x in w]
         missing = next((x for x in w if x.delta_mj is None), None)
-        if missing is not None or w[-1].end_mj is None or w[0].start_mj is None:
-            info["energy_unavailable"] = missing.unavailable if missing is not None else "energy counter not read"
+        if missing is not None:
+            info["energy_unavailable"] = missing.unavailable
             return info
-        edits = sum(d for d in deltas if d is not None) / 1000.0
-        phase = (w[-1].end_mj - w[0].start_mj) / 1000.0
-        info.update(timed_edits_energy_j=edits, timed_phase_energy_j=phase, between_edits_energy_j=phase - edits)
+        edits = sum(x.delta_mj for x in w) / 1000.0  # type: ignore[misc]
+        phase = sum(p[-1].end_mj - p[0].start_mj for p in phases) / 1000.0  # type: ignore[operator]
+        span = (w[-1].end_mj - w[0].start_mj) / 1000.0  # type: ignore[operator]
+        info.update(timed_edits_energy_j=edits, timed_phase_energy_j=phase, between_edits_energy_j=phase - edits,
+                    timed_span_energy_j=span, outside_timed_phases_energy_j=span - phase)
         return info

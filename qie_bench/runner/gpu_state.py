@@ -178,8 +178,8 @@ class VariantMonitor:
     def start_info(self) -> dict[str, Any]:
         return {"gpu_state_at_start": gpu_state(self.nvml)}
 
-    def edit_done(self, window: EnergyWindow, activity: GpuActivity) -> None:
-        self.energy.add(window)
+    def edit_done(self, window: EnergyWindow, activity: GpuActivity, case: str = "") -> None:
+        self.energy.add(window, case)
         if activity.throttle_mask is not None:
             self.throttle_mask = (self.throttle_mask or 0) | activity.throttle_mask
             if SLOWDOWN_REASONS & set(throttle_names(activity.throttle_mask)):

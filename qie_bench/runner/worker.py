@@ -274,7 +274,7 @@ def main(spec_path: str) -> int:
                 # memory outside the allocator grows as new kernels are first used.
                 cuda_context_bytes=_cuda_context_bytes(nvml, loaded.device),
             )
-            monitor.edit_done(result.energy, result.activity)
+            monitor.edit_done(result.energy, result.activity, case_id)
             png = _png_bytes(result.image)
             record["output_sha256"] = "sha256:" + hashlib.sha256(png).hexdigest()
             if repeat == 0:
