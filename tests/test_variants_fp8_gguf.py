@@ -170,3 +170,22 @@ def test_fp8_torchao_weight_only_runs_on_a_cpu() -> None:
     assert fmt.quantized_params == sum(m.out_features * m.in_features + (m.out_features if m.bias is not None else 0)
                                        for m in layers.values())
     edit_twice(loaded, GEN)
+
+
+@pytest.mark.parametrize("quant_type", ["Q8_0", "Q4_0"])
+def test_threaded_quantization_is_byte_for_byte_the_gguf_packages(quant_type: str) -> None:
+    # Rows split over threads must give exactly what gguf.quants.quantize gives for the whole
+    # tensor (a 3-D tensor too, whose rows are the flattened leading axes); 1 worker is the plain call.
+    import gguf
+    import numpy as np
+
+    from qie_bench.variants.gguf import quantize_rows
+
+    qtype = gguf.GGMLQuantizationType[quant_type]
+    rng = np.random.default_rng(0)
+    for shape in [(1037, 4096), (3, 700, 2048)]:
+        a = rng.standard_normal(shape).astype(np.float32)
+        want = gguf.quants.quantize(a, qtype)
+        got = quantize_rows(a, qtype, workers=4)
+        assert got.shape == want.shape and got.dtype == want.dtype
+        assert np.array_equal(got, want)
