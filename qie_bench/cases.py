@@ -156,6 +156,13 @@ class Case:
             im.load()
             return as_rgb(im).copy()  # 16-bit and float grayscale scaled, not clipped (pixels.py)
 
+    def source_size(self) -> tuple[int, int]:
+        """(width, height) of the source `load_source` reads (the first input image; a chain's
+        original for each of its turns): the aspect ratio a suite's ``area`` gives the output, so
+        every turn of a chain is made at the size of its first."""
+        with Image.open(self.original_image_path or self.image_paths[0], formats=IMAGE_FORMATS) as im:
+            return im.size
+
     def load_images(self) -> list[Image.Image]:
         """The input images as fully loaded 8-bit RGB images, in manifest order (picture 1, 2, 3);
         16-bit and float grayscale are scaled as the metrics scale them (`pixels.as_rgb`)."""
