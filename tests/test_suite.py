@@ -36,7 +36,7 @@ def test_fingerprint_ignores_formatting_but_not_content(tmp_path: Path) -> None:
 BAD = [
     (("[generation]", "[generation]\nstpes = 3"), "generation.stpes", "did you mean 'steps'"),
     (('source = "tiny"', 'source = "tinny"'), "model.source", "did you mean 'tiny'"),
-    (("width = 128", "width = 100"), "generation.width", "multiple of 16"),
+    (("\narea = 16384", "\nwidth = 100"), "generation.width", "multiple of 16"),
     (("repeats = 1", "repeats = 0"), "measurement.repeats", "greater than or equal to 1"),
     (("repeats = 1", 'repeats = "two"'), "measurement.repeats", "valid integer"),
     (('kind = "int8"', 'kind = "int9"'), "variants[1] ('int8').kind", "did you mean 'int8'"),
@@ -180,6 +180,43 @@ def test_area_is_left_out_of_the_fingerprint_when_unset() -> None:
     assert suite.fingerprint() == "sha256:" + hashlib.sha256(blob.encode()).hexdigest()
 
 
+def _cases_of(suite):
+    """Every case a suite runs, a chain as each of its turns (turn k > 1 given a previous output
+    of another size: the size follows the chain's original, not that output)."""
+    from qie_bench.cases import load_case_set
+
+    out = []
+    for case in load_case_set(suite.case_set_dir(), check_images=False).select(suite.cases.select):
+        if not case.is_chain:
+            out.append(case)
+            continue
+        for k in range(1, len(case.turns) + 1):
+            out.append(case.turn(k, None if k == 1 else Path("/nonexistent/previous-output.png")))
+    return out
+
+
+def test_every_shipped_suite_keeps_each_sources_aspect_ratio() -> None:
+    from PIL import Image
+
+    non_square = set()
+    for path in sorted((ROOT / "suites").glob("*.toml")):
+        suite = load_suite(path)
+        assert suite.generation.area is not None, f"{path.name}: shipped suites size outputs by area"
+        for case in _cases_of(suite):
+            src = case.original_image_path or case.image_paths[0]
+            with Image.open(src) as im:
+                W, H = im.size  # the source the metrics compare with
+            gen = suite.generation.for_source(case.source_size())  # what the runner does per case
+            w, h = gen.width, gen.height
+            assert w % 16 == 0 and h % 16 == 0, (path.name, case.id, w, h)
+            assert abs(w - h * W / H) <= 16, (path.name, case.id, (W, H), (w, h))
+            assert 0.8 < w * h / suite.generation.area < 1.2, (path.name, case.id, w, h)
+            if W != H:
+                non_square.add(case.id.split("@")[0])
+    # the shipped sets' non-square sources (edit-v1/v2's ten, edit-v3's coffee chain) were all sized
+    assert {"rm-spoon-coffee", "add-mug-table", "add-bottle-mug-table", "recolor-coin-gold", "chain-coffee-zh"} <= non_square
+
+
 def test_a_chains_turns_are_all_made_at_the_size_of_its_first(tmp_path: Path) -> None:
     from PIL import Image
 
@@ -192,3 +229,12 @@ def test_a_chains_turns_are_all_made_at_the_size_of_its_first(tmp_path: Path) ->
     sizes = {gen.for_source(chain.turn(k, None if k == 1 else previous).source_size()).pipeline_kwargs()["width"]
              for k in range(1, len(chain.turns) + 1)}
     assert sizes == {160}  # 512x341 at 16384 px: 160x112, every turn
+
+
+def test_size_override_replaces_the_suites_area() -> None:
+    from qie_bench.plan import Overrides, apply_overrides
+
+    suite = apply_overrides(load_suite(ROOT / "suites" / "smoke.toml"), Overrides(size="48x32"))
+    g = suite.generation
+    assert (g.area, g.width, g.height) == (None, 48, 32)
+    assert g.for_source((451, 300)).pipeline_kwargs()["width"] == 48  # one size for every case
