@@ -20,13 +20,15 @@ from qie_bench.results.scores import UNRECORDED_RESIZE, apply_scores, read_score
 
 ROOT = Path(__file__).resolve().parent.parent
 EDIT_V1 = ROOT / "suites" / "cases" / "edit-v1"
+EDIT_V3 = ROOT / "suites" / "cases" / "edit-v3"  # edit-v2's cases and three chains
 
 
 @pytest.mark.slow
-def test_a_non_square_case_is_made_at_its_aspect_ratio_and_its_resized_score_says_so(tmp_path: Path) -> None:
+def test_non_square_cases_and_chain_turns_are_made_at_their_aspect_ratio_and_resized_scores_say_so(tmp_path: Path) -> None:
     from conftest import TINY_SUITE, VARIANT
 
-    text = TINY_SUITE.format(name="aspect", baseline="fp32", cases=EDIT_V1.as_posix(), select='["add-hat-chelsea"]',
+    text = TINY_SUITE.format(name="aspect", baseline="fp32", cases=EDIT_V3.as_posix(),
+                             select='["add-hat-chelsea", "chain-coffee-zh"]',
                              steps=1, repeats=1, timeout=120, metrics='names = ["psnr", "ssim"]\nweights = "random"')
     assert "width = 64\nheight = 64\n" in text
     suite = tmp_path / "aspect.toml"
@@ -34,8 +36,10 @@ def test_a_non_square_case_is_made_at_its_aspect_ratio_and_its_resized_score_say
     out = tmp_path / "out"
     assert main(["run", str(suite), "--out", str(out), "--no-progress"]) == 0
 
-    (raw,) = read_records(out / "cases.jsonl")
-    assert raw["status"] == "OK"
+    records = {r["case_id"] + (f"@t{r['turn']}" if r.get("turn") else ""): r for r in read_records(out / "cases.jsonl")}
+    assert list(records) == ["add-hat-chelsea", *(f"chain-coffee-zh@t{k}" for k in range(1, 5))]
+    assert all(r["status"] == "OK" for r in records.values()), records
+    raw = records["add-hat-chelsea"]
     # chelsea is 451x300 (ratio 1.503). By hand: width = sqrt(4096 * 1.503) = 78.5 -> 4.9 x 16 = 80,
     # height = 78.5 / 1.503 = 52.2 -> 3.3 x 16 = 48; 80 vs 48 * 1.503 = 72.2: within one 16-px step.
     W, H = 451, 300
@@ -44,17 +48,24 @@ def test_a_non_square_case_is_made_at_its_aspect_ratio_and_its_resized_score_say
     assert abs(w - h * W / H) <= 16
     assert Image.open(out / raw["output_path"]).size == (80, 48)  # the pipeline made what the record says
 
+    # a chain (512x341, ratio 1.501: also 80x48 by the same arithmetic): each turn edits the previous
+    # turn's 80x48 output and is made at the size of the first, from the chain's original
+    for k in range(1, 5):
+        assert (records[f"chain-coffee-zh@t{k}"]["output_width"], records[f"chain-coffee-zh@t{k}"]["output_height"]) == (80, 48)
+
     note = "vs source: output resized from 80x48 to 451x300 (PIL bicubic)"
     assert read_scores(out)[raw["key"]]["scored_output_resized"] == note
-    (record,) = RunDir.load(out).records
+    by_case = {r.case_id + (f"@t{r.turn}" if r.turn else ""): r for r in RunDir.load(out).records}
+    record = by_case["add-hat-chelsea"]
     assert record.scored_output_resized == note and record.metric("psnr") is not None
+    assert by_case["chain-coffee-zh@t3"].scored_output_resized == "vs source: output resized from 80x48 to 512x341 (PIL bicubic)"
     assert json.loads((out / "summary.json").read_text())["generation"]["area"] == 4096
 
     from qie_bench.report.data import build_report_data
     from qie_bench.report.gallery import build_gallery
 
-    (row,) = build_gallery(build_report_data([out])).rows
-    assert "scored resized 80x48→451x300" in row.outputs[0].lines
+    rows = {row.case_id: row for row in build_gallery(build_report_data([out])).rows}
+    assert "scored resized 80x48→451x300" in rows["add-hat-chelsea"].outputs[0].lines
 
 
 @pytest.mark.parametrize(("size", "resized"), [((512, 512), None),
