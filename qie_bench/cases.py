@@ -42,6 +42,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .errors import UserInputError, did_you_mean
+from .pixels import ImageModeError, as_rgb
 
 DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096  # decompression-bomb guard
 DEFAULT_MAX_INSTRUCTION_CHARS = 2000
@@ -152,10 +153,19 @@ class Case:
         """The image fidelity metrics compare with: the first input image; for a chain's turn, the
         chain's original first image (not the previous turn's output)."""
         with Image.open(self.original_image_path or self.image_paths[0], formats=IMAGE_FORMATS) as im:
-            return im.convert("RGB")
+            im.load()
+            return as_rgb(im).copy()  # 16-bit and float grayscale scaled, not clipped (pixels.py)
+
+    def source_size(self) -> tuple[int, int]:
+        """(width, height) of the source `load_source` reads (the first input image; a chain's
+        original for each of its turns): the aspect ratio a suite's ``area`` gives the output, so
+        every turn of a chain is made at the size of its first."""
+        with Image.open(self.original_image_path or self.image_paths[0], formats=IMAGE_FORMATS) as im:
+            return im.size
 
     def load_images(self) -> list[Image.Image]:
-        """The input images as fully loaded RGB images, in manifest order (picture 1, 2, 3)."""
+        """The input images as fully loaded 8-bit RGB images, in manifest order (picture 1, 2, 3);
+        16-bit and float grayscale are scaled as the metrics scale them (`pixels.as_rgb`)."""
         out = []
         paths = self.image_paths
         if self.previous_output is not None:
@@ -165,7 +175,8 @@ class Case:
             paths = (self.previous_output, *paths[1:])
         for p in paths:
             with Image.open(p, formats=IMAGE_FORMATS) as im:
-                out.append(im.convert("RGB"))  # convert() loads and detaches from the file
+                im.load()
+                out.append(as_rgb(im).copy())  # a copy: detached from the file, even when already RGB
         return out
 
     def load_mask(self) -> np.ndarray | None:
@@ -686,7 +697,9 @@ def _decode(data: bytes, label: str, where: str, max_pixels: int, *, is_mask: bo
                         "white marks where the edit may change pixels; drop the mask if everything may change",
                     )
             else:
-                im.convert("RGB")  # e.g. exotic 16-bit / CMYK modes must convert cleanly
+                as_rgb(im)  # what load_images does: e.g. float values outside [0, 1] fail here
+    except ImageModeError as err:
+        raise UserInputError(where, f"{label} has image {err.problem}", err.fix) from None
     except UserInputError:
         raise
     except Image.DecompressionBombError as err:

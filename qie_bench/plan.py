@@ -90,6 +90,8 @@ def apply_overrides(suite: Suite, o: Overrides, *, where: dict[str, str] | None 
             generation = {"width": int(m.group(1)), "height": int(m.group(2))}
         else:
             generation = {"width": int(o.size[0]), "height": int(o.size[1])}
+        if suite.generation.area is not None:  # one size for every case replaces the suite's area
+            generation["area"] = None
     if measurement or generation:
         # Re-validated by the sections' own rules (model_copy would not check them).
         for section, cls, values, key in (("measurement", MeasurementConfig, measurement, None),

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from .errors import UserInputError, did_you_mean
 from .validation import describe_validation_error
@@ -86,12 +87,32 @@ class CasesConfig(_Section):
     max_image_pixels: int = Field(4096 * 4096, ge=64 * 64)
 
 
+def output_size(area: int, source_size: tuple[int, int]) -> tuple[int, int]:
+    """The output (width, height) for about ``area`` pixels at the aspect ratio of ``source_size``
+    (PIL's (width, height) of the case's first input image).
+
+    diffusers' own rule (``calculate_dimensions``, which `QwenImageEditPlusPipeline` uses for its
+    ~1 MP default): width = sqrt(area * ratio), height = width / ratio, each rounded to the nearest
+    multiple, here of 16 (the pipeline's latent grid: VAE x8, 2x2 patches) where diffusers takes 32,
+    and at least 16. Each side is within 8 px of the exact one, so the output's aspect ratio is the
+    source's within one 16-px step. A square source at area 16384 gives 128x128.
+    """
+    width, height = source_size
+    ratio = width / height
+    w = math.sqrt(area * ratio)
+    h = w / ratio
+    return max(16, round(w / 16) * 16), max(16, round(h / 16) * 16)
+
+
 class GenerationConfig(_Section):
     steps: int = Field(40, ge=1, le=500)
     true_cfg_scale: float = Field(4.0, ge=0.0, le=50.0)
     negative_prompt: str = " "
     width: int | None = Field(None, ge=16, le=4096, description="output width; unset = the pipeline's ~1 MP default")
     height: int | None = Field(None, ge=16, le=4096)
+    area: int | None = Field(None, ge=16 * 16, le=4096 * 4096,
+                             description="output pixels, at each case's source aspect ratio (`output_size`); "
+                                         "instead of width/height")
     seed_policy: Literal["case-id", "fixed"] = "case-id"
     seed: int = Field(0, ge=0)
 
@@ -104,9 +125,29 @@ class GenerationConfig(_Section):
             raise ValueError(f"must be a multiple of 16 (nearest: {v // 16 * 16} or {v // 16 * 16 + 16})")
         return v
 
+    @field_validator("area")
+    @classmethod
+    def _area_or_size(cls, v: int | None, info: ValidationInfo) -> int | None:
+        given = [k for k in ("width", "height") if info.data.get(k) is not None]
+        if v is not None and given:
+            raise ValueError(f"is given with {' and '.join(given)}: set either area (each case at its source's "
+                             "aspect ratio) or width/height (one size for every case)")
+        return v
+
+    def for_source(self, source_size: tuple[int, int]) -> GenerationConfig:
+        """These settings for one case whose first input image is ``source_size`` (width, height):
+        with ``area``, the case's own width and height (`output_size`); otherwise unchanged."""
+        if self.area is None:
+            return self
+        width, height = output_size(self.area, source_size)
+        return self.model_copy(update={"area": None, "width": width, "height": height})
+
     def pipeline_kwargs(self) -> dict[str, Any]:
         """The pipeline-call arguments these settings fix: steps, true CFG (with its negative
-        prompt only when it is on) and the output size when set."""
+        prompt only when it is on) and the output size when set. With ``area``, call it on
+        `for_source` (the size is the case's)."""
+        if self.area is not None:
+            raise ValueError("area sets each case's own size: call for_source(source size) first")
         kwargs: dict[str, Any] = {"num_inference_steps": self.steps, "true_cfg_scale": self.true_cfg_scale}
         if self.true_cfg_scale > 1:
             kwargs["negative_prompt"] = self.negative_prompt
@@ -223,6 +264,8 @@ class Suite(BaseModel):
         for entry in data["variants"]:  # no runtime options: the fingerprint suites had before they existed
             if entry.get("runtime") is None:
                 entry.pop("runtime", None)
+        if data["generation"].get("area") is None:  # likewise for suites that set no area
+            data["generation"].pop("area", None)
         blob = json.dumps(data, sort_keys=True, ensure_ascii=False)
         return "sha256:" + hashlib.sha256(blob.encode()).hexdigest()
 

@@ -512,6 +512,25 @@ def test_custom_limits(mini: Path) -> None:
         load_case_set(mini, max_instruction_chars=10)
 
 
+def test_sixteen_bit_grayscale_source_is_scaled_not_clipped(mini: Path) -> None:
+    """A 16-bit grayscale source reaches the pipeline (and the fidelity metrics) as value / 65535
+    in 8 bits, as the metrics read 16-bit images; PIL's convert("RGB") would clip it to white."""
+    path = mini / "images" / "coffee.png"
+    w, h = Image.open(path).size
+    levels = np.array([0, 65535, 32768, 1000, 25700], dtype=np.uint16)
+    # by hand: round(v / 65535 * 255) -> 0, 255, 128 (127.50), 4 (3.89), 100
+    expected = np.array([0, 255, 128, 4, 100], dtype=np.uint8)
+    columns = np.arange(w) % len(levels)
+    Image.fromarray(np.tile(levels[columns], (h, 1))).save(path, format="PNG")
+    assert Image.open(path).mode.startswith("I")  # really stored as 16-bit grey
+    case = load_case_set(mini).get("rm-spoon-coffee")
+    for image in (case.load_images()[0], case.load_source()):
+        pixels = np.asarray(image)
+        assert image.mode == "RGB" and pixels.shape == (h, w, 3)
+        assert np.array_equal(pixels[0, : len(levels), 0], expected)
+        assert np.array_equal(pixels[..., 0], pixels[..., 2]) and np.array_equal(pixels, np.tile(expected[columns], (h, 1))[..., None].repeat(3, axis=2))
+
+
 # ------------------------------------------------------------------------------------------
 # A team's own case set: its own categories, a Chinese target caption, an expected text
 # ------------------------------------------------------------------------------------------

@@ -26,7 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--offload", choices=("none", "model", "sequential", "group"), default=None,
                    help="CPU offload mode (overrides measurement.offload)")
     p.add_argument("--size", default=None, metavar="WxH",
-                   help="output size, e.g. 512x512 (overrides generation.width/height; the same suite at another resolution)")
+                   help="one output size for every case, e.g. 512x512 (overrides generation.width/height or area; the same "
+                        "suite at another resolution)")
     p.add_argument("--usd-per-kwh", type=float, default=None, metavar="PRICE",
                    help="electricity price for the cost per 1,000 edits (overrides [cost] usd_per_kwh)")
     p.add_argument("--usd-per-gpu-hour", type=float, default=None, metavar="PRICE",

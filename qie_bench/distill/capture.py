@@ -71,7 +71,7 @@ def case_seed_for(case: Any, gen: Any) -> int:
 def _pipeline_kwargs(case: Any, gen: Any, steps: int | None) -> dict[str, Any]:
     images = case.load_images()
     kwargs: dict[str, Any] = {
-        **gen.pipeline_kwargs(),
+        **gen.for_source(case.source_size()).pipeline_kwargs(),  # a suite's area: the case's own size
         "image": images if len(images) > 1 else images[0],
         "prompt": case.instruction,
         "generator": torch.Generator(device="cpu").manual_seed(case_seed_for(case, gen)),

@@ -10,7 +10,8 @@ Conventions (every metric relies on them, so they live in one place):
   integer (``I``, how older Pillow opened 16-bit PNGs) the same when every value is in
   [0, 65535]; float (``F``) when every value is in [0, 1]. Anything else in those modes is
   refused with a one-line error rather than guessed. 16-bit RGB PNGs are opened by Pillow as
-  8-bit ``RGB`` already (its decoder keeps the high byte).
+  8-bit ``RGB`` already (its decoder keeps the high byte). :func:`as_rgb` lives in
+  :mod:`qie_bench.pixels`, so the case loader gives the pipeline the same pixels.
 * Pixel values become floats in [0, 1] (``uint8 / 255``), so every pixel metric uses
   ``data_range = 1.0``. The range is passed explicitly: letting torchmetrics infer it from the
   data would make a constant image's PSNR/SSIM depend on the other image's contrast.
@@ -33,47 +34,12 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import UserInputError
+# The mode conversion lives below the case loader, which reads the pipeline's inputs the same way.
+from ..pixels import ImageModeError, as_rgb
 
 RESIZE_FILTER = Image.Resampling.BICUBIC
 RESIZE_FILTER_NAME = "PIL bicubic"
 MASK_THRESHOLD = 128
-SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
-SIXTEEN_BIT_MAX = 65535
-
-
-class ImageModeError(UserInputError):
-    """An image mode whose values cannot be read as intensities without guessing."""
-
-    def __init__(self, mode: str, problem: str) -> None:
-        super().__init__("image", f"mode {mode}: {problem}", "save it as an 8-bit or 16-bit PNG (RGB or grayscale)")
-
-
-def _scaled_to_8bit(values: np.ndarray) -> Image.Image:
-    """Grayscale intensities in [0, 1] as an 8-bit ``L`` image (rounded to nearest)."""
-    return Image.fromarray(np.rint(values * 255.0).astype(np.uint8))  # 2-D uint8: mode L
-
-
-def as_rgb(image: Image.Image) -> Image.Image:
-    """The image as 8-bit RGB (alpha dropped, palette and grayscale expanded, 16-bit and float
-    grayscale scaled to 8 bits); :class:`ImageModeError` for values that cannot be read."""
-    mode = image.mode
-    if mode == "RGB":
-        return image
-    if mode in SIXTEEN_BIT_MODES or mode in ("I", "F"):
-        values = np.asarray(image, dtype=np.float64)
-        if mode in SIXTEEN_BIT_MODES:
-            return _scaled_to_8bit(values / SIXTEEN_BIT_MAX).convert("RGB")
-        if not np.isfinite(values).all():
-            raise ImageModeError(mode, "has non-finite values")
-        low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
-        if mode == "I":
-            if low < 0 or high > SIXTEEN_BIT_MAX:
-                raise ImageModeError(mode, f"32-bit integer values from {low:.0f} to {high:.0f} are not 16-bit intensities")
-            return _scaled_to_8bit(values / SIXTEEN_BIT_MAX).convert("RGB")
-        if low < 0 or high > 1:
-            raise ImageModeError(mode, f"float values from {low:.4g} to {high:.4g} are outside [0, 1]")
-        return _scaled_to_8bit(values).convert("RGB")
-    return image.convert("RGB")
 
 
 def match_size(image: Image.Image, size: tuple[int, int]) -> tuple[Image.Image, str | None]:

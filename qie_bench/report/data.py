@@ -677,9 +677,18 @@ class ReportData:
         return None
 
 
-def _output_size(run: Run) -> str:
-    gen = run.summary.get("generation") or {}
+def output_size_label(gen: dict[str, Any]) -> str:
+    """A run's output size as its suite set it: "512×512", "area 16384 px (source aspect)" or the
+    pipeline's default."""
+    if gen.get("area"):
+        return f"area {gen['area']} px (source aspect)"
+    if gen.get("width") is None and gen.get("height") is None:
+        return "~1 MP (pipeline default)"
     return f"{gen.get('width')}×{gen.get('height')}"
+
+
+def _output_size(run: Run) -> str:
+    return output_size_label(run.summary.get("generation") or {})
 
 
 def _label_runs(runs: list[Run]) -> None:
@@ -713,7 +722,8 @@ def projection_workload(run: Run) -> F.Workload:
     """The released model at the run's generation settings, each case's first image a square 1 MP
     reference (what the real pipeline would encode)."""
     gen = run.summary.get("generation") or {}
-    width, height = int(gen.get("width") or 1024), int(gen.get("height") or 1024)
+    side = math.isqrt(int(gen["area"])) if gen.get("area") else 1024  # area: a square source
+    width, height = int(gen.get("width") or side), int(gen.get("height") or side)
     steps = int(gen.get("steps") or 40)
     true_cfg = (gen.get("true_cfg_scale") or 1.0) > 1 and gen.get("negative_prompt") is not None
     return F.edit_workload((width, height), [(1024, 1024)], steps, true_cfg)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import math
+import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,6 +116,14 @@ def recognised_text(record: Record, limit: int = 48) -> str | None:
     return f"read: “{text}”" if lines else "read: nothing"
 
 
+def resized_text(note: str) -> str:
+    """A record's ``scored_output_resized`` as one gallery line: "scored resized 160x112→451x300"."""
+    sizes = dict.fromkeys(re.findall(r"from (\d+x\d+) to (\d+x\d+)", note))
+    if not sizes:
+        return f"scored resized: {note[:60]}"
+    return "scored resized " + ", ".join(f"{a}→{b}" for a, b in sizes)
+
+
 def _metric_short(name: str) -> str:
     return name.replace("_vs_baseline", " vs base").replace("_outside_mask", " outside mask")
 
@@ -198,6 +207,8 @@ def build_gallery(data: ReportData, max_cases: int | None = 40, px: int = THUMB_
                     lines.append(f"{_metric_short(m)} {fmt_num(v)}")
             if r0 is not None and (read := recognised_text(r0)) is not None:
                 lines.append(read)
+            if r0 is not None and r0.scored_output_resized:
+                lines.append(resized_text(r0.scored_output_resized))
             label = col.variant + (" (baseline)" if col.is_baseline else "")
             if len(data.runs) > 1:
                 label = f"{col.run.label} · {label}"

@@ -18,7 +18,7 @@ import jinja2
 from .. import __version__
 from . import tables as T
 from ..fingerprint import file_sha256
-from .data import ReportData
+from .data import ReportData, output_size_label
 from .gallery import Gallery, build_gallery
 from .chains import has_chains, plot_chains
 from .plots import Plot, all_plots
@@ -92,7 +92,7 @@ def run_facts(data: ReportData) -> list[RunFacts]:
             ("model", model_desc),
             ("suite", f"{suite.get('name')} {suite.get('fingerprint')}"),
             ("case set", f"{cs.get('name')} ({cs.get('cases')} cases) {cs.get('fingerprint')}"),
-            ("generation", (f"{gen.get('width')}×{gen.get('height')}, {gen.get('steps')} steps, true CFG "
+            ("generation", (f"{output_size_label(gen)}, {gen.get('steps')} steps, true CFG "
                             f"{gen.get('true_cfg_scale')}")),
             ("environment", f"python {env.get('python')}, torch CUDA {env.get('torch_cuda')}, driver {env.get('driver')}, "
                             + ", ".join(f"{k} {v}" for k, v in (env.get("packages") or {}).items() if v)),

@@ -93,6 +93,10 @@ class Record(BaseModel):
     # quality: metric name -> value ("inf"/"-inf"/"nan" for non-finite values)
     metrics: dict[str, float | str | None] | None = None
     metric_details: dict[str, Any] | None = None  # per metric, e.g. the text OCR recognised
+    # How the output was resized to be compared pixel by pixel with the source or the baseline,
+    # e.g. "vs source: output resized from 160x112 to 451x300 (PIL bicubic)"; None when it was not
+    # (or the record is unscored). From scores.jsonl (results/scores.py).
+    scored_output_resized: str | None = None
 
     @field_validator("metrics")
     @classmethod

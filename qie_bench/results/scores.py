@@ -5,7 +5,12 @@ phase (``qie_bench.runner.scoring``) scores the outputs later, in a process of i
 parent appends one line per scored output to ``scores.jsonl``::
 
     {"schema_version": 1, "run_id": ..., "key": "int8/c01/0", "output_sha256": "sha256:...",
-     "metrics": {...}, "metric_details": {...}, "scored_at": ...}
+     "metrics": {...}, "metric_details": {...}, "scored_output_resized": null, "scored_at": ...}
+
+``scored_output_resized`` says how the output was resized to be compared pixel by pixel (the
+output at its own size beside a source of another: "vs source: output resized from 160x112 to
+451x300 (PIL bicubic)"), null when no metric resized it. A score line written before the key
+existed leaves `UNRECORDED_RESIZE` in the record: whether that output was resized is unknown.
 
 A later line for the same key supersedes an earlier one (``score-run`` appends or rewrites). A
 score applies to a record only when it scored the very image the record wrote (same
@@ -34,6 +39,7 @@ from .records import Record
 SCORES_FILE = "scores.jsonl"
 # What a variant's scoring info contributes to its build info (the keys the summary reads).
 SCORING_KEYS = ("metric_weights", "metric_descriptions", "metrics_device")
+UNRECORDED_RESIZE = "unknown: scored before resizes were recorded (re-score with `qie-bench score-run RUN_DIR --all`)"
 
 
 def scoring_path(run_dir: Path, variant: str) -> Path:
@@ -94,6 +100,10 @@ def apply_scores(records: Iterable[Record], scores: dict[str, dict[str, Any]]) -
                 update["scoring_error"] = score["error"]
             if score.get("metric_weights"):
                 update["metric_weights"] = score["metric_weights"]  # what the scores were made with
+            if "scored_output_resized" in score:
+                update["scored_output_resized"] = score["scored_output_resized"]
+            elif any(v is not None for v in score["metrics"].values()):
+                update["scored_output_resized"] = UNRECORDED_RESIZE
             record = Record.model_validate({**record.model_dump(), **update})
         out.append(record)
     return out

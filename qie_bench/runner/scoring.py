@@ -117,7 +117,7 @@ class ScoringPhase:
                  on_message: Callable[[str], None] = lambda text: None) -> None:
         self.run_dir, self.run_id, self.metrics, self.case_dir = run_dir, run_id, metrics, case_dir
         self.raise_user_errors = raise_user_errors
-        self._previous: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+        self._previous: dict[str, tuple[dict[str, Any], dict[str, Any], str | None]] = {}
         self.max_image_pixels = max_image_pixels
         self.item_timeout_s, self.build_timeout_s, self.max_restarts = item_timeout_s, build_timeout_s, max_restarts
         self.on_message = on_message
@@ -144,7 +144,8 @@ class ScoringPhase:
         started = time.perf_counter()
         todo, fresh = items_to_score(self.run_dir, records, variant, baseline, self.metrics.get("names") or (),
                                      weights=self.metrics.get("weights"), rescore=rescore)
-        self._previous = {r.key: (dict(r.metrics or {}), dict(r.value("metric_details") or {}))
+        self._previous = {r.key: (dict(r.metrics or {}), dict(r.value("metric_details") or {}),
+                                  r.value("scored_output_resized"))
                           for r in records if keep_other_metrics and r.variant == variant}
         outcome = ScoringOutcome(variant, skipped_fresh=fresh)
         if not todo:
@@ -185,16 +186,21 @@ class ScoringPhase:
         }
         if event is not None:
             line.update(metrics=event["metrics"], metric_details=event.get("metric_details") or None,
+                        # never a resized output scored without saying so (null: compared at its own size)
+                        scored_output_resized=event.get("scored_output_resized"),
                         metric_weights=event.get("metric_weights"), cost_s=event.get("cost_s"))
         else:
             line.update(metrics={name: None for name in self.metrics.get("names") or ()}, error=error)
         if event is not None and event.get("error"):
             line["error"] = event["error"]
-        old_metrics, old_details = self._previous.get(item.key, ({}, {}))
+        old_metrics, old_details, old_resized = self._previous.get(item.key, ({}, {}, None))
         if old_metrics:
             line["metrics"] = {**old_metrics, **line["metrics"]}
             details = {k: v for k, v in old_details.items() if k not in (self.metrics.get("names") or ())}
             line["metric_details"] = {**details, **(line.get("metric_details") or {})} or None
+            # the metrics kept may have compared a resized output: their resize stays on record
+            notes = (old_resized or "").split("; ") + (line.get("scored_output_resized") or "").split("; ")
+            line["scored_output_resized"] = "; ".join(n for n in dict.fromkeys(notes) if n) or None
         try:
             log.append(line)
         except OSError as err:
@@ -353,16 +359,20 @@ def main(spec_path: str) -> int:
         events.send("start", key=item["key"])
         t0 = time.perf_counter()
         try:
-            values, details = _score_one(scorer, cases[item["case_id"]], run_dir, item)
+            values, details, resized = _score_one(scorer, cases[item["case_id"]], run_dir, item)
             events.send("score", key=item["key"], metrics=values, metric_details=details,
-                        metric_weights=scorer.weights_kind, cost_s=time.perf_counter() - t0)
+                        scored_output_resized=resized, metric_weights=scorer.weights_kind,
+                        cost_s=time.perf_counter() - t0)
         except Exception as err:  # this output cannot be scored (unreadable PNG, ...): null with the reason
             events.send("score", key=item["key"], metrics={name: None for name in config.names},
                         error=f"{type(err).__name__}: {str(err)[:1000]}", cost_s=time.perf_counter() - t0)
     return 0
 
 
-def _score_one(scorer: Any, case: Any, run_dir: Path, item: dict[str, Any]) -> tuple[dict, dict]:
+def _score_one(scorer: Any, case: Any, run_dir: Path, item: dict[str, Any]) -> tuple[dict, dict, str | None]:
+    """The output's metric values and details, and how it was resized to be compared pixel by
+    pixel (the scorer's notes, e.g. "vs source: output resized from 160x112 to 451x300 (PIL
+    bicubic)"; None when no metric resized it)."""
     from PIL import Image
 
     from ..metrics.scorer import ScoreInputs
@@ -379,7 +389,10 @@ def _score_one(scorer: Any, case: Any, run_dir: Path, item: dict[str, Any]) -> t
                          baseline_output=load(item["baseline_path"]) if item.get("baseline_path") else None,
                          mask=case.load_mask(), caption=case.target_caption, expected_text=case.expected_text,
                          instruction=case.instruction)
-    return scorer.score_with_details(inputs)
+    results, notes = scorer.score_detailed(inputs)
+    return ({name: r.value for name, r in results.items()},
+            {name: r.detail for name, r in results.items() if r.detail is not None},
+            "; ".join(notes) or None)
 
 
 if __name__ == "__main__":

@@ -227,6 +227,9 @@ def main(spec_path: str) -> int:
         progress = EditProgress()
         try:
             images = case.load_images()
+            # A suite's `area` gives each case its own size, at its source's aspect ratio (suite.output_size).
+            size = case.source_size()
+            case_gen, case_warm_gen = gen.for_source(size), warm_gen.for_source(size)
 
             def on_step(step: int, _fault: str | None = fault) -> None:
                 if _fault and step == 0:
@@ -242,14 +245,14 @@ def main(spec_path: str) -> int:
                 progress = EditProgress(warmup=True)
                 cold = False
                 edits_run += 1
-                warm = run_edit(loaded, images, case.instruction, warm_gen, seed, nvml, suite.measurement.nvml_period_s,
+                warm = run_edit(loaded, images, case.instruction, case_warm_gen, seed, nvml, suite.measurement.nvml_period_s,
                                 progress=progress, cache=runtime.cache)
                 if edits_run == 1:
                     record.update(_first_call(warm, warm_gen, warmup=True))
             progress = EditProgress()
             cold = False
             edits_run += 1
-            result = run_edit(loaded, images, case.instruction, gen, seed, nvml, suite.measurement.nvml_period_s, on_step,
+            result = run_edit(loaded, images, case.instruction, case_gen, seed, nvml, suite.measurement.nvml_period_s, on_step,
                               progress, cache=runtime.cache)
             if edits_run == 1:
                 record.update(_first_call(result, gen, warmup=False))
