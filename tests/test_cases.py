@@ -141,12 +141,12 @@ def test_edit_v2_is_edit_v1_plus_expected_text() -> None:
     assert files == sorted(p.relative_to(SHIPPED) for p in SHIPPED.rglob("*") if p.is_file())
 
 
-def test_every_shipped_suite_uses_edit_v2() -> None:
+def test_every_shipped_suite_uses_the_current_case_sets() -> None:
     import tomllib
 
     for path in sorted((REPO / "suites").glob("*.toml")):
-        # smoke-chains runs the chained cases, which edit-v3 adds to edit-v2 (tests/test_chains.py)
-        want = "cases/edit-v3" if path.name == "smoke-chains.toml" else "cases/edit-v2"
+        # the smoke suites run the chained cases too, which edit-v3 adds to edit-v2 (tests/test_chains.py)
+        want = "cases/edit-v3" if path.name in ("smoke.toml", "smoke-chains.toml") else "cases/edit-v2"
         assert tomllib.loads(path.read_text())["cases"]["path"] == want, path
 
 

@@ -127,7 +127,7 @@ def _smoke_on_gpu(tmp_path: Path) -> Path:
     # the variants are under test here, not the learned metrics (the GPU image may lack pyiqa)
     text = text.replace('[metrics]\nweights = "random"',
                         '[metrics]\nnames = ["psnr", "ssim", "psnr_vs_baseline", "ssim_vs_baseline"]\nweights = "random"')
-    text = text.replace('path = "cases/edit-v2"', f'path = "{(root / "suites" / "cases" / "edit-v2").as_posix()}"')
+    text = text.replace('path = "cases/edit-v3"', f'path = "{(root / "suites" / "cases" / "edit-v2").as_posix()}"')
     suite = tmp_path / "smoke-gpu.toml"
     suite.write_text(text)
     return suite

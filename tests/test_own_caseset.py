@@ -78,7 +78,7 @@ def test_team_set_runs_through_the_smoke_settings(tmp_path: Path) -> None:
     team = write_team_set(tmp_path / "team-v1")
     text = (ROOT / "suites" / "smoke.toml").read_text()
     text = text[: text.index("[[variants]]", text.index('name = "fp32"') - 40)]  # up to the fp32 variant
-    text = text.replace('path = "cases/edit-v2"', f'path = "{team.as_posix()}"')
+    text = text.replace('path = "cases/edit-v3"', f'path = "{team.as_posix()}"')
     text += '[[variants]]\nname = "fp32"\nkind = "dtype"\ndtype = "fp32"\n'
     suite_path = tmp_path / "team.toml"
     suite_path.write_text(text)

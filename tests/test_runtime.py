@@ -9,7 +9,9 @@ from its schedule.
 from __future__ import annotations
 
 import json
+import math
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -182,7 +184,7 @@ def test_run_records_forwards_cold_start_and_the_runtime_report(tmp_path: Path, 
     from qie_bench.variants.report import VariantReport
 
     suite = write_suite({"fp32": "fp32"}, select=["txt-price-mug", "rm-watermark-bottle"], steps=4, repeats=2,
-                        extra=FBC_VARIANT, metrics='names = ["psnr"]\nweights = "random"')
+                        extra=FBC_VARIANT, metrics='names = ["psnr", "psnr_vs_baseline"]\nweights = "random"')
     suite.write_text(suite.read_text().replace("warmup_runs = 0", "warmup_runs = 1"))
     run = tmp_path / "run"
     assert main(["run", str(suite), "--out", str(run), "--no-progress"]) == 0
@@ -224,6 +226,26 @@ def test_run_records_forwards_cold_start_and_the_runtime_report(tmp_path: Path, 
     verdicts = {(c.name, c.variant): c.verdict.name for c in result.checks if c.name in ("first_call_s", "load_s")}
     assert verdicts == {("first_call_s", "fp32"): "PASS", ("first_call_s", "fbc"): "FAIL",
                         ("load_s", "fp32"): "PASS", ("load_s", "fbc"): "PASS"}
+
+    # The cache variant's fidelity against the baseline variant's output is a metric like any
+    # other variant's: skipping forwards changed the image (finite PSNR vs fp32), and a run whose
+    # cached output drifted 3 dB further from fp32 fails its psnr_vs_baseline gate.
+    base = load_run(run)
+    fidelity = base.metric_by_case("fbc", "psnr_vs_baseline")
+    assert set(fidelity) == {"txt-price-mug", "rm-watermark-bottle"}
+    assert all(math.isfinite(v) and v > 0 for v in fidelity.values()), fidelity
+    assert base.metric_by_case("fp32", "psnr_vs_baseline") == {}  # the baseline variant is not compared with itself
+
+    def drifted(r):
+        if r.variant != "fbc" or not r.metrics or "psnr_vs_baseline" not in r.metrics:
+            return r
+        return r.model_copy(update={"metrics": {**r.metrics, "psnr_vs_baseline": r.metric("psnr_vs_baseline") - 3.0}})
+
+    worse = replace(base, records=[drifted(r) for r in base.records])
+    gates = parse_gates({"psnr_vs_baseline": "-1.0"})
+    verdicts = {c.variant: c.verdict.name for c in compare(base, worse, gates).checks if c.name == "psnr_vs_baseline"}
+    assert verdicts["fbc"] == "FAIL", verdicts
+    assert {c.variant: c.verdict.name for c in compare(base, base, gates).checks if c.name == "psnr_vs_baseline"}["fbc"] == "PASS"
 
 
 @pytest.mark.slow

@@ -23,7 +23,7 @@ def test_shipped_suites_validate() -> None:
 def test_fingerprint_ignores_formatting_but_not_content(tmp_path: Path) -> None:
     text = (ROOT / "suites" / "smoke.toml").read_text()
     a = tmp_path / "a.toml"
-    a.write_text(text.replace("cases/edit-v2", str(ROOT / "suites/cases/edit-v2")))
+    a.write_text(text.replace("cases/edit-v3", str(ROOT / "suites/cases/edit-v3")))
     b = tmp_path / "b.toml"
     b.write_text("# another comment\n" + a.read_text())
     c = tmp_path / "c.toml"
@@ -86,7 +86,7 @@ def test_parse_bytes(text: str, expected: int) -> None:
 
 
 def test_memory_budget_is_bytes_once_validated(tmp_path: Path) -> None:
-    text = (ROOT / "suites" / "smoke.toml").read_text().replace("cases/edit-v1", str(ROOT / "suites/cases/edit-v1"))
+    text = (ROOT / "suites" / "smoke.toml").read_text().replace("cases/edit-v3", str(ROOT / "suites/cases/edit-v3"))
     a, b = tmp_path / "a.toml", tmp_path / "b.toml"
     a.write_text(text.replace("[measurement]", '[measurement]\nmemory_budget = "12GiB"'))
     b.write_text(text.replace("[measurement]", "[measurement]\nmemory_budget = 12884901888"))
@@ -154,7 +154,7 @@ def test_area_resolves_per_case_into_the_pipeline_kwargs() -> None:
 def test_area_and_width_height_are_mutually_exclusive(tmp_path: Path, size: str) -> None:
     import re
 
-    text = (ROOT / "suites" / "smoke.toml").read_text().replace("cases/edit-v2", str(ROOT / "suites/cases/edit-v2"))
+    text = (ROOT / "suites" / "smoke.toml").read_text().replace("cases/edit-v3", str(ROOT / "suites/cases/edit-v3"))
     text = re.sub(r"(?m)^(width|height|area) = \d+\n", "", text)  # whatever the file sets today
     path = tmp_path / "s.toml"
     path.write_text(text.replace("[generation]", f"[generation]\narea = 16384\n{size}", 1))
