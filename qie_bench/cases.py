@@ -152,7 +152,7 @@ class Case:
     def load_source(self) -> Image.Image:
         """The image fidelity metrics compare with: the first input image; for a chain's turn, the
         chain's original first image (not the previous turn's output)."""
-        with Image.open(self.original_image_path or self.image_paths[0], formats=IMAGE_FORMATS) as im:
+        with Image.open(self._source_path, formats=IMAGE_FORMATS) as im:
             im.load()
             return as_rgb(im).copy()  # 16-bit and float grayscale scaled, not clipped (pixels.py)
 
@@ -160,8 +160,12 @@ class Case:
         """(width, height) of the source `load_source` reads (the first input image; a chain's
         original for each of its turns): the aspect ratio a suite's ``area`` gives the output, so
         every turn of a chain is made at the size of its first."""
-        with Image.open(self.original_image_path or self.image_paths[0], formats=IMAGE_FORMATS) as im:
+        with Image.open(self._source_path, formats=IMAGE_FORMATS) as im:
             return im.size
+
+    @property
+    def _source_path(self) -> Path:
+        return self.original_image_path or self.image_paths[0]
 
     def load_images(self) -> list[Image.Image]:
         """The input images as fully loaded 8-bit RGB images, in manifest order (picture 1, 2, 3);

@@ -261,11 +261,11 @@ class Suite(BaseModel):
         metrics (not the path or formatting, and not `[gates]` or `[cost]`: thresholds and prices are
         policy, so a team that moves "+10%" to "+15%" keeps its baselines comparable)."""
         data = self.model_dump(mode="json", exclude={"path", "cli_overrides", "gates", "cost", "description"})
-        for entry in data["variants"]:  # no runtime options: the fingerprint suites had before they existed
-            if entry.get("runtime") is None:
-                entry.pop("runtime", None)
-        if data["generation"].get("area") is None:  # likewise for suites that set no area
-            data["generation"].pop("area", None)
+        # Keys added after suites were first fingerprinted stay out while unset, so those suites keep
+        # their fingerprints (and baselines): each variant's runtime options, the generation's area.
+        for section, key in [*((entry, "runtime") for entry in data["variants"]), (data["generation"], "area")]:
+            if section.get(key) is None:
+                section.pop(key, None)
         blob = json.dumps(data, sort_keys=True, ensure_ascii=False)
         return "sha256:" + hashlib.sha256(blob.encode()).hexdigest()
 

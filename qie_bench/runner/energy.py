@@ -11,6 +11,7 @@ phases (each case's repeats, back to back).
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,13 +82,9 @@ class EnergyPhase:
         self.groups.append(group)
 
     def _phases(self) -> list[list[EnergyWindow]]:
-        phases: list[list[EnergyWindow]] = []
-        for i, (w, g) in enumerate(zip(self.windows, self.groups)):
-            if i and g == self.groups[i - 1]:
-                phases[-1].append(w)
-            else:
-                phases.append([w])
-        return phases
+        """Consecutive windows of one group: a case that comes back later is a phase of its own."""
+        runs = itertools.groupby(zip(self.groups, self.windows), key=lambda gw: gw[0])
+        return [[w for _, w in run] for _, run in runs]
 
     def as_info(self) -> dict[str, Any]:
         w = self.windows
